@@ -1,0 +1,50 @@
+"""Read a container's headers: which streams it has, frame size and start times. Cheap, no decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from .errors import VideoError, describe_av_error
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    width: int
+    height: int
+    has_audio: bool
+    video_start: float  # seconds; the clock origin for frames and sound alike
+    audio_start: float  # seconds, same time base as video_start
+
+
+def _start_seconds(stream) -> float:
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def probe(path: Path) -> StreamInfo:
+    if path.stat().st_size == 0:
+        raise VideoError("probe", "empty file (0 bytes)")
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise VideoError("probe", "no video stream")
+            video = container.streams.video[0]
+            width, height = video.codec_context.width, video.codec_context.height
+            if not width or not height:
+                raise VideoError("probe", "video stream has no frame size (unknown or broken codec)")
+            audio = container.streams.audio[0] if container.streams.audio else None
+            return StreamInfo(
+                width=width,
+                height=height,
+                has_audio=audio is not None,
+                video_start=_start_seconds(video),
+                audio_start=_start_seconds(audio) if audio is not None else 0.0,
+            )
+    except VideoError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise VideoError("probe", f"not a readable video ({describe_av_error(error)})") from None

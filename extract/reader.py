@@ -1,0 +1,87 @@
+"""The reader: one video in, its sampled frames, soundtrack and audio-encoder input out.
+
+Runs inside DataLoader worker processes, so decoding overlaps with encoding in the main process.
+It never raises: a video that cannot be used comes back as a `Problem`, and the run goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .discover import Problem, VideoRef
+from .errors import VideoError
+from .probe import probe
+from .soundtrack import Soundtrack, decode_soundtrack
+from .video_frames import SampledFrames, sample_frames
+
+
+@dataclass
+class DecodedVideo:
+    ref: VideoRef
+    frames: SampledFrames
+    soundtrack: Soundtrack | None
+    audio_input: Any  # the audio encoder frontend's output, or None without sound
+    has_audio_stream: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    frames: int
+    image_size: int
+    sample_rate: int
+    decoder: str
+    audio_frontend: Callable[[np.ndarray], Any]
+
+
+def decode_video(ref: VideoRef, spec: DecodeSpec) -> DecodedVideo | Problem:
+    try:
+        info = probe(ref.path)
+        frames = sample_frames(ref.path, info, spec.frames, spec.image_size, spec.decoder)
+        warnings = []
+        soundtrack, audio_problem = decode_soundtrack(ref.path, info, spec.sample_rate)
+        if audio_problem:
+            warnings.append(audio_problem)
+        if soundtrack is not None and soundtrack.dropped_packets:
+            warnings.append(f"{soundtrack.dropped_packets} bad audio packet(s) skipped")
+        audio_input = spec.audio_frontend(soundtrack.samples) if soundtrack is not None else None
+        return DecodedVideo(ref, frames, soundtrack, audio_input, info.has_audio, warnings)
+    except VideoError as error:
+        return Problem(ref.id, error.stage, error.reason)
+    except Exception as error:  # one strange file must never stop the run
+        return Problem(ref.id, "decode", f"unexpected {error.__class__.__name__}: {error}")
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    def __init__(self, refs: list[VideoRef], spec: DecodeSpec):
+        self.refs, self.spec = refs, spec
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, index: int) -> DecodedVideo | Problem:
+        return decode_video(self.refs[index], self.spec)
+
+
+def _as_is(item):
+    return item
+
+
+def decoded_stream(refs: list[VideoRef], spec: DecodeSpec, workers: int, prefetch: int):
+    """Decoded videos in input order, decoded `workers` at a time in background processes."""
+    if workers <= 0:
+        yield from (decode_video(ref, spec) for ref in refs)
+        return
+    loader = torch.utils.data.DataLoader(
+        VideoDataset(refs, spec),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=max(1, prefetch),
+        collate_fn=_as_is,
+        persistent_workers=False,
+    )
+    yield from loader

@@ -1,0 +1,93 @@
+"""The writer and the readers of feature shards: HDF5 files of fixed-shape arrays, one row a video.
+
+A shard is written whole to a temporary name and renamed into place, so a shard that exists is
+complete: a run killed at any moment leaves no half-written shard behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from .mapper import FeatureRow
+
+FORMAT_VERSION = 1
+ROW_FIELDS = [f.name for f in fields(FeatureRow)]
+STRING_FIELDS = {"video_id", "decoder"}
+INDEX_FIELDS = ("video_id", "file_size", "file_mtime")
+
+
+def write_shard(path: Path, rows: list[FeatureRow], attrs: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with h5py.File(tmp, "w") as handle:
+        for name in ROW_FIELDS:
+            values = [getattr(row, name) for row in rows]
+            if name in STRING_FIELDS:
+                handle.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
+            else:
+                handle.create_dataset(name, data=np.stack([np.asarray(v) for v in values]))
+        for key, value in attrs.items():
+            handle.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value, sort_keys=True)
+        handle.attrs["format_version"] = FORMAT_VERSION
+        handle.attrs["videos"] = len(rows)
+    with open(tmp, "rb+") as raw:
+        os.fsync(raw.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Collects rows and writes a shard every `max_videos` rows or `max_seconds` seconds."""
+
+    def __init__(self, folder: Path, attrs: dict, worker: int, max_videos: int, max_seconds: float, on_written: Callable[[Path, int], None]):
+        self.folder, self.attrs, self.worker = folder, attrs, worker
+        self.max_videos, self.max_seconds, self.on_written = max_videos, max_seconds, on_written
+        self.rows: list[FeatureRow] = []
+        self.opened = time.monotonic()
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, rows: list[FeatureRow]) -> None:
+        if not self.rows:
+            self.opened = time.monotonic()
+        self.rows.extend(rows)
+        if len(self.rows) >= self.max_videos or time.monotonic() - self.opened >= self.max_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        path = self.folder / f"shard-{time.time_ns():x}-w{self.worker:03d}.h5"
+        write_shard(path, self.rows, {**self.attrs, "worker": self.worker, "created": time.time()})
+        self.on_written(path, len(self.rows))
+        self.rows = []
+
+
+def read_index(path: Path) -> dict[str, np.ndarray]:
+    """Only the small columns that say which video each row is (for skipping and lookup)."""
+    with h5py.File(path, "r") as handle:
+        return {
+            "video_id": handle["video_id"].asstr()[()],
+            "file_size": handle["file_size"][()],
+            "file_mtime": handle["file_mtime"][()],
+        }
+
+
+def read_attrs(path: Path) -> dict:
+    with h5py.File(path, "r") as handle:
+        return dict(handle.attrs)
+
+
+def read_rows(path: Path, rows: np.ndarray | slice = slice(None), names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Columns of a shard, all rows or the chosen (sorted) ones."""
+    with h5py.File(path, "r") as handle:
+        out = {}
+        for name in names or ROW_FIELDS:
+            data = handle[name]
+            out[name] = (data.asstr() if name in STRING_FIELDS else data)[rows]
+        return out
