@@ -9,6 +9,9 @@ import av
 
 from .errors import VideoError, describe_av_error
 
+# FFmpeg's own log lines would interleave with the progress bar; failures carry their reason instead.
+av.logging.set_level(av.logging.FATAL)
+
 
 @dataclass(frozen=True)
 class StreamInfo:
@@ -33,10 +36,14 @@ def probe(path: Path) -> StreamInfo:
             if not container.streams.video:
                 raise VideoError("probe", "no video stream")
             video = container.streams.video[0]
+            if video.codec_context is None:
+                raise VideoError("probe", "no decoder for the video codec")
             width, height = video.codec_context.width, video.codec_context.height
             if not width or not height:
                 raise VideoError("probe", "video stream has no frame size (unknown or broken codec)")
             audio = container.streams.audio[0] if container.streams.audio else None
+            if audio is not None and audio.codec_context is None:
+                audio = None  # an audio codec FFmpeg cannot decode: treated as no sound
             return StreamInfo(
                 width=width,
                 height=height,

@@ -56,16 +56,21 @@ class ShardWriter:
         if not self.rows:
             self.opened = time.monotonic()
         self.rows.extend(rows)
-        if len(self.rows) >= self.max_videos or time.monotonic() - self.opened >= self.max_seconds:
+        while len(self.rows) >= self.max_videos:
+            self._write(self.max_videos)
+        if self.rows and time.monotonic() - self.opened >= self.max_seconds:
             self.flush()
 
     def flush(self) -> None:
-        if not self.rows:
-            return
+        if self.rows:
+            self._write(len(self.rows))
+
+    def _write(self, count: int) -> None:
+        rows, self.rows = self.rows[:count], self.rows[count:]
         path = self.folder / f"shard-{time.time_ns():x}-w{self.worker:03d}.h5"
-        write_shard(path, self.rows, {**self.attrs, "worker": self.worker, "created": time.time()})
-        self.on_written(path, len(self.rows))
-        self.rows = []
+        write_shard(path, rows, {**self.attrs, "worker": self.worker, "created": time.time()})
+        self.on_written(path, len(rows))
+        self.opened = time.monotonic()
 
 
 def read_index(path: Path) -> dict[str, np.ndarray]:

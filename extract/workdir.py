@@ -130,6 +130,11 @@ class Workdir:
             manifest["shards"].append({"file": path.name, "videos": videos, "added": time.time()})
             write_json_atomically(self.manifest_path, manifest)
 
+    def remove_stale_temporaries(self, worker: int) -> None:
+        """Half-written shards of a killed run of this worker slot (we hold its lock, so none is live)."""
+        for tmp in self.features_dir.glob(f".shard-*-w{worker:03d}.h5.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
     def reconcile(self) -> list[str]:
         """Add complete shards a killed run wrote but did not list; drop listed shards that are gone."""
         notes = []
@@ -181,3 +186,28 @@ class Workdir:
             r for r in latest.values()
             if not (r["video"] in extracted and extracted[r["video"]].size == r["size"] and np.isclose(extracted[r["video"]].mtime, r["mtime"] or -1))
         ]
+
+
+def read_features(work: Workdir, names: list[str] | None = None, video_ids: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Columns for every extracted video (or the ones asked for), in video-id order, newest rows only."""
+    from .shards import read_rows
+
+    located = work.rows()
+    wanted = sorted(located) if video_ids is None else list(video_ids)
+    missing = [v for v in wanted if v not in located]
+    if missing:
+        raise KeyError(f"{work.root}: not extracted: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    by_shard: dict[Path, list[tuple[int, int]]] = {}
+    for position, video_id in enumerate(wanted):
+        ref = located[video_id]
+        by_shard.setdefault(ref.shard, []).append((ref.row, position))
+    columns: dict[str, np.ndarray] = {}
+    for shard, pairs in by_shard.items():
+        pairs.sort()
+        rows = np.array([row for row, _ in pairs])
+        positions = np.array([position for _, position in pairs])
+        for name, values in read_rows(shard, rows, names).items():
+            if name not in columns:
+                columns[name] = np.empty((len(wanted), *values.shape[1:]), dtype=values.dtype)
+            columns[name][positions] = values
+    return columns

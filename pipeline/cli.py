@@ -20,7 +20,7 @@ OVERRIDES = typer.Option([], "--set", "-s", help="Override a config key, e.g. --
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -8,7 +8,7 @@ we are; explicit flags win over both.
 from __future__ import annotations
 
 import os
-import zlib
+import hashlib
 
 import torch
 
@@ -34,7 +34,8 @@ def worker_slot(num_shards: int | None = None, shard_index: int | None = None, e
 
 def owner(video_id: str, count: int) -> int:
     """The worker that extracts a video: a stable hash, so adding videos never moves old ones."""
-    return zlib.crc32(video_id.encode("utf-8")) % count
+    digest = hashlib.blake2b(video_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % count
 
 
 def resolve_device(name: str = "auto", env: dict | None = None) -> torch.device:

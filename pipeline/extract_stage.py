@@ -99,6 +99,7 @@ def run_extract(
     work = Workdir(workdir)
     work.create()
     with work.worker_lock(index, count):
+        work.remove_stale_temporaries(index)
         for note in work.reconcile():
             console.print(f"[yellow]{work.root}: {note}")
         device = resolve_device(runtime["device"])

@@ -1,0 +1,3 @@
+from gais_pipe.cli import app
+
+app()

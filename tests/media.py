@@ -1,0 +1,108 @@
+"""Test media made on the spot with PyAV: videos whose pixels and sound the tests control."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import av
+import numpy as np
+
+
+def grey_frame(value: int, width: int, height: int) -> np.ndarray:
+    return np.full((height, width, 3), value, np.uint8)
+
+
+def index_grey(index: int) -> int:
+    """A grey level that encodes a frame's index (steps of 4 survive lossy coding)."""
+    return (index * 4) % 240
+
+
+def tone(freq: float, start: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
+    """Silence until `start` seconds, then a sine of `freq` Hz."""
+    return lambda t: np.where(t >= start, 0.5 * np.sin(2 * np.pi * freq * t), 0.0)
+
+
+def silence(t: np.ndarray) -> np.ndarray:
+    return np.zeros_like(t)
+
+
+def _write_audio(container, stream, signal, seconds: float, rate: int) -> None:
+    ctx = stream.codec_context
+    chunk = ctx.frame_size or 1024
+    t = np.arange(int(round(seconds * rate))) / rate
+    samples = signal(t).astype(np.float32)
+    fmt = ctx.format.name
+    for start in range(0, len(samples), chunk):
+        piece = samples[start : start + chunk]
+        if len(piece) < chunk and ctx.frame_size:
+            piece = np.pad(piece, (0, chunk - len(piece)))
+        if fmt.startswith("s16"):
+            data = (np.clip(piece, -1, 1) * 32767).astype(np.int16)
+        elif fmt.startswith("s32"):
+            data = (np.clip(piece, -1, 1) * 2147483647).astype(np.int32)
+        else:
+            data = piece
+        frame = av.AudioFrame.from_ndarray(data.reshape(1, -1), format=fmt, layout="mono")
+        frame.sample_rate = rate
+        frame.pts = start
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+
+
+def make_video(
+    path: Path,
+    seconds: float = 2.0,
+    fps: int = 24,
+    size: tuple[int, int] = (64, 48),
+    vcodec: str = "libx264",
+    acodec: str | None = "aac",
+    audio: Callable[[np.ndarray], np.ndarray] | None = None,
+    audio_seconds: float | None = None,
+    sample_rate: int = 16000,
+    frame_value: Callable[[int], int] = index_grey,
+    frames: int | None = None,
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """A video of `frames` (default seconds * fps) frames; frame k is grey level frame_value(k).
+
+    With `acodec` set it has a mono soundtrack of `audio` (default: a 440 Hz tone) lasting
+    `audio_seconds` (default: as long as the video).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = frames if frames is not None else int(round(seconds * fps))
+    width, height = size
+    with av.open(str(path), "w") as container:
+        video = container.add_stream(vcodec, rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        if vcodec == "libx264":
+            video.options = {"qp": "0", "preset": "ultrafast"}
+        elif vcodec in ("mpeg4", "mjpeg"):
+            video.options = {"qscale": "2"}
+            if vcodec == "mjpeg":
+                video.pix_fmt = "yuvj420p"
+        sound = None
+        if acodec is not None:
+            sound = container.add_stream(acodec, rate=sample_rate)
+            sound.layout = "mono"
+        for index in range(count):
+            frame = av.VideoFrame.from_ndarray(grey_frame(frame_value(index), width, height), format="rgb24")
+            frame.pts = index
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        if sound is not None:
+            _write_audio(container, sound, audio or tone(440.0), audio_seconds if audio_seconds is not None else count / fps, sample_rate)
+    return path
+
+
+def make_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    with av.open(str(path), "w") as container:
+        sound = container.add_stream("aac", rate=16000)
+        sound.layout = "mono"
+        _write_audio(container, sound, tone(440.0), seconds, 16000)
+    return path

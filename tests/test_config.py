@@ -1,0 +1,40 @@
+import pytest
+
+from gais_pipe.config import ConfigError, bundled_config_names, differing_keys, load_config, short_hash
+
+
+def test_bundled_configs_load_with_the_papers_settings():
+    assert {"tiny", "paper"} <= set(bundled_config_names())
+    paper = load_config("paper")
+    assert paper["features"]["frames"] == 12
+    assert paper["features"]["clip"] == {"model": "ViT-B-32", "pretrained": "openai", "seed": 0}
+    assert paper["features"]["audio"]["encoder"] == "whisper"
+
+
+def test_overrides_parse_values_as_toml_literals():
+    config = load_config("tiny", ["features.frames=8", "features.clip.pretrained=/tmp/x.pt", "runtime.precision=bf16"])
+    assert config["features"]["frames"] == 8
+    assert config["features"]["clip"]["pretrained"] == "/tmp/x.pt"
+    assert config["runtime"]["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("override", ["features.frame=8", "nosection.x=1", "features.frames", "=3"])
+def test_bad_overrides_are_errors_not_no_ops(override):
+    with pytest.raises(ConfigError):
+        load_config("tiny", [override])
+
+
+def test_unknown_config_names_the_bundled_ones(tmp_path):
+    with pytest.raises(ConfigError, match="tiny"):
+        load_config("nope")
+    (tmp_path / "mine.toml").write_text("name = 'mine'\n[features]\nframes = 4\n")
+    assert load_config(str(tmp_path / "mine.toml"))["features"]["frames"] == 4
+    (tmp_path / "bad.toml").write_text("[features\n")
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load_config(str(tmp_path / "bad.toml"))
+
+
+def test_hash_is_stable_and_differences_are_named():
+    a, b = load_config("tiny"), load_config("tiny", ["features.frames=8"])
+    assert short_hash(a) == short_hash(load_config("tiny")) != short_hash(b)
+    assert differing_keys(a, b) == ["features.frames"]

@@ -1,0 +1,74 @@
+"""Decoding real and generated media: which frames are taken, and where sound lands in time."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gais_pipe.extract.probe import probe
+from gais_pipe.extract.soundtrack import decode_soundtrack
+from gais_pipe.extract.video_frames import sample_frames
+from media import index_grey, make_video, tone
+from conftest import OPENCV_DATA
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+@pytest.mark.parametrize("suffix,vcodec,acodec", [("mp4", "libx264", "aac"), ("avi", "mjpeg", "pcm_s16le"), ("mkv", "libx264", "pcm_s16le"), ("webm", "libvpx", "libopus")])
+def test_frames_come_from_the_centres_of_equal_segments(tmp_path, decoder, suffix, vcodec, acodec):
+    # 60 frames at 30 fps: the centres of T=12 segments fall mid-frame in frames 2, 7, 12, ... 57.
+    path = make_video(tmp_path / f"v.{suffix}", seconds=2.0, fps=30, vcodec=vcodec, acodec=acodec, sample_rate=48000 if acodec == "libopus" else 16000)
+    frames = sample_frames(path, probe(path), 12, 32, decoder)
+    assert frames.pixels.shape == (12, 32, 32, 3)
+    expected = np.array([index_grey(k) for k in range(2, 60, 5)])
+    np.testing.assert_allclose(frames.pixels.mean(axis=(1, 2, 3)), expected, atol=1.5)
+    np.testing.assert_allclose(frames.times, np.arange(2, 60, 5) / 30, atol=1e-3)
+    assert frames.duration == pytest.approx(2.0, abs=0.05)
+    assert frames.fps == pytest.approx(30, rel=0.01)
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_fewer_frames_than_t_repeats_real_frames(tmp_path, decoder):
+    path = make_video(tmp_path / "short.mp4", frames=3, fps=24, acodec=None)
+    frames = sample_frames(path, probe(path), 12, 16, decoder)
+    index = (frames.pixels.mean(axis=(1, 2, 3)) / 4).round()  # the grey level encodes the frame index
+    assert index.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+
+
+def test_very_large_frames_are_resized_inside_the_decoder(tmp_path):
+    path = make_video(tmp_path / "big.mp4", frames=2, fps=2, size=(4000, 3000), acodec=None)
+    frames = sample_frames(path, probe(path), 4, 64)
+    assert frames.pixels.shape == (4, 64, 64, 3)
+
+
+def test_odd_frame_sizes_are_centre_cropped(tmp_path):
+    path = make_video(tmp_path / "odd.mkv", seconds=0.5, fps=10, size=(97, 41), acodec=None, pix_fmt="yuv444p")
+    frames = sample_frames(path, probe(path), 3, 24)
+    assert frames.pixels.shape == (3, 24, 24, 3)
+
+
+def test_soundtrack_is_mono_at_the_asked_rate_on_the_video_clock(tmp_path):
+    path = make_video(tmp_path / "a.mp4", seconds=2.0, acodec="aac", sample_rate=44100, audio=tone(440.0))
+    sound, problem = decode_soundtrack(path, probe(path), 16000)
+    assert problem is None and sound.rate == 16000
+    assert len(sound.samples) / 16000 == pytest.approx(2.0, abs=0.1)
+    assert abs(sound.start) < 0.1
+    assert sound.covered[0][0] == pytest.approx(sound.start) and sound.covered[-1][1] == pytest.approx(sound.end)
+    spectrum = np.abs(np.fft.rfft(sound.samples[4000:20000]))
+    assert np.argmax(spectrum) * 16000 / 16000 == pytest.approx(440, abs=2)
+
+
+def test_no_audio_stream_gives_no_soundtrack(tmp_path):
+    path = make_video(tmp_path / "silent.mp4", acodec=None)
+    assert decode_soundtrack(path, probe(path), 16000) == (None, None)
+
+
+@pytest.mark.skipif(not (OPENCV_DATA / "Megamind.avi").exists(), reason="opencv-doc not installed")
+def test_megamind_bad_audio_packet_keeps_frames_and_the_rest_of_the_sound():
+    path = OPENCV_DATA / "Megamind.avi"
+    info = probe(path)
+    frames = sample_frames(path, info, 12, 32)
+    assert frames.duration == pytest.approx(11.26, abs=0.1)  # decord's broken AVI timestamps are not trusted
+    sound, problem = decode_soundtrack(path, info, 16000)
+    assert problem is None
+    assert sound.dropped_packets >= 1
+    assert len(sound.samples) / 16000 > 10.0
