@@ -71,17 +71,42 @@ def _as_is(item):
     return item
 
 
+def decode_isolated(ref: VideoRef, spec: DecodeSpec) -> DecodedVideo | Problem:
+    """Decode one video in a worker process of its own, so that a decoder crash costs only this video."""
+    try:
+        return next(iter(_loader([ref], spec, workers=1, prefetch=1)))
+    except RuntimeError as error:
+        if "DataLoader worker" not in str(error):
+            raise
+        return Problem(ref.id, "decode", f"the decoder crashed ({str(error).splitlines()[0]})")
+
+
+def _loader(refs: list[VideoRef], spec: DecodeSpec, workers: int, prefetch: int):
+    return torch.utils.data.DataLoader(
+        VideoDataset(refs, spec), batch_size=None, num_workers=workers, prefetch_factor=max(1, prefetch), collate_fn=_as_is
+    )
+
+
 def decoded_stream(refs: list[VideoRef], spec: DecodeSpec, workers: int, prefetch: int):
-    """Decoded videos in input order, decoded `workers` at a time in background processes."""
+    """Decoded videos in input order, decoded `workers` at a time in background processes.
+
+    A file that crashes the decoder (a segfault in FFmpeg, say) kills a DataLoader worker; then the
+    videos that were in flight are decoded again one by one in processes of their own, so that only
+    the culprit is lost, and the loader restarts after them.
+    """
     if workers <= 0:
         yield from (decode_video(ref, spec) for ref in refs)
         return
-    loader = torch.utils.data.DataLoader(
-        VideoDataset(refs, spec),
-        batch_size=None,
-        num_workers=workers,
-        prefetch_factor=max(1, prefetch),
-        collate_fn=_as_is,
-        persistent_workers=False,
-    )
-    yield from loader
+    position = 0
+    while position < len(refs):
+        try:
+            for item in _loader(refs[position:], spec, workers, prefetch):
+                position += 1
+                yield item
+        except RuntimeError as error:
+            if "DataLoader worker" not in str(error):
+                raise
+            in_flight = refs[position : position + workers * max(1, prefetch) + 1]
+            for ref in in_flight:
+                position += 1
+                yield decode_isolated(ref, spec)

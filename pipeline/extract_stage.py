@@ -5,10 +5,13 @@ them together, counts, and shows progress.
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -61,6 +64,18 @@ def feature_record(config: Config, clip, audio_encoder) -> dict:
     }
 
 
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def decode_parallelism(runtime: dict) -> tuple[int, int]:
+    """(workers, videos queued per worker): by default enough queued to decode the next whole batch
+    while the current one is being encoded, so that decoding and encoding overlap."""
+    workers = min(int(runtime["decode_workers"]), available_cores())
+    prefetch = int(runtime["prefetch"]) or math.ceil(int(runtime["batch_videos"]) / max(workers, 1)) + 1
+    return workers, prefetch
+
+
 def _unchanged(done: RowRef | None, ref: VideoRef) -> bool:
     return done is not None and done.size == ref.size and abs(done.mtime - ref.mtime) < 1e-6
 
@@ -103,6 +118,9 @@ def run_extract(
         for note in work.reconcile():
             console.print(f"[yellow]{work.root}: {note}")
         device = resolve_device(runtime["device"])
+        workers, prefetch = decode_parallelism(runtime)
+        if device.type == "cpu":  # decoders and encoders share the cores: do not oversubscribe them
+            torch.set_num_threads(int(runtime.get("torch_threads") or max(1, available_cores() - workers)))
         precision = autocast_dtype(device, runtime["precision"])
         clip = load_clip(config["features"]["clip"], work.models_dir, device)
         audio = make_audio_encoder(config["features"]["audio"], device, precision, int(runtime["audio_batch"]))
@@ -155,7 +173,7 @@ def run_extract(
             batch: list[DecodedVideo] = []
             processed = 0
             try:
-                for item in decoded_stream(todo, spec, int(runtime["decode_workers"]), int(runtime["prefetch"])):
+                for item in decoded_stream(todo, spec, workers, prefetch):
                     if isinstance(item, Problem):
                         fail(item, by_id.get(item.id))
                     else:

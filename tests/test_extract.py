@@ -232,3 +232,26 @@ def test_list_file_input(tmp_path):
     assert (summary.extracted, summary.failed) == (2, 1)
     assert sorted(features(tmp_path / "w")["video_id"]) == sorted(["a.mp4", str(tmp_path / "elsewhere/b.mp4")])
     assert Workdir(tmp_path / "w").failures()[0]["stage"] == "discover"
+
+
+def _probe_that_crashes_on(name: str):
+    from gais_pipe.extract import probe as real
+
+    def probe(path):
+        if name in path.name:
+            os.kill(os.getpid(), signal.SIGSEGV)  # what a decoder bug in C does to its process
+        return real.probe(path)
+
+    return probe
+
+
+def test_a_video_that_crashes_the_decoder_costs_only_itself(tmp_path, monkeypatch):
+    videos = tmp_path / "videos"
+    for i in range(6):
+        make_video(videos / f"v{i}.mp4", seconds=0.5)
+    make_video(videos / "v2 crash.mp4", seconds=0.5)
+    monkeypatch.setattr("gais_pipe.extract.reader.probe", _probe_that_crashes_on("crash"))  # workers are forked
+    summary = extract(videos, tmp_path / "work", "runtime.decode_workers=2", "runtime.prefetch=2")
+    assert (summary.extracted, summary.failed) == (6, 1)
+    failure = Workdir(tmp_path / "work").failures()[0]
+    assert failure["video"] == "v2 crash.mp4" and "crashed" in failure["reason"]
