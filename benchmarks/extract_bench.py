@@ -8,7 +8,7 @@ Generated test videos: mp4, h264 (libx264, its default GOP) 320x240 at 25 fps, a
 with a moving square and a little noise, and an AAC mono sine tone. Generation is not timed.
 
 Figures (each after a warm-up on a few videos):
-- decode-only videos/s: `decoded_stream` with the config's decode_workers/prefetch, no encoding
+- decode-only videos/s: `decoded_stream` with the pipeline's decode workers and prefetch, no encoding
   (includes starting the DataLoader workers, as the pipeline does);
 - encode-only frames/s: `FeatureMapper` on the pre-decoded videos held in memory, in batches of
   runtime.batch_videos (image tower + audio encoder + pooling);
@@ -181,18 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--media", type=Path, help="use the videos in this folder instead of generating")
     parser.add_argument("--warmup-videos", type=int, default=4, help="videos used by each warm-up")
     parser.add_argument("--repeat", type=int, default=1, help="time each measure R times and report the fastest")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads(N) in the main process (default: torch's own)")
+    parser.add_argument("--threads", type=int, help="encoder threads in the main process (default: as run_extract chooses)")
     parser.add_argument("--no-instrument", action="store_true", help="run run_extract without timing its mapper and writer")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = load_config(args.config, args.overrides)
     runtime = config["runtime"]
     feats = config["features"]
-    workers, prefetch, batch_videos = int(runtime["decode_workers"]), int(runtime["prefetch"]), int(runtime["batch_videos"])
+    if args.threads:
+        runtime["torch_threads"] = args.threads
+    workers, prefetch = extract_stage.decode_parallelism(runtime)
+    batch_videos = int(runtime["batch_videos"])
+    # The encoders get the threads that run_extract gives them on this CPU, so each part is timed
+    # with the resources it has inside the pipeline.
+    torch.set_num_threads(int(runtime.get("torch_threads") or max(1, extract_stage.available_cores() - workers)))
     frames_t = int(feats["frames"])
 
     tmp = Path(tempfile.mkdtemp(prefix="gais-extract-bench-"))

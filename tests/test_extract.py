@@ -255,3 +255,17 @@ def test_a_video_that_crashes_the_decoder_costs_only_itself(tmp_path, monkeypatc
     assert (summary.extracted, summary.failed) == (6, 1)
     failure = Workdir(tmp_path / "work").failures()[0]
     assert failure["video"] == "v2 crash.mp4" and "crashed" in failure["reason"]
+
+
+def test_torchrun_environment_picks_the_workers_share(tmp_path, monkeypatch):
+    from gais_pipe.distributed import owner
+
+    videos = tmp_path / "videos"
+    names = [f"clip{i}.mp4" for i in range(6)]
+    for name in names:
+        make_video(videos / name, seconds=0.3)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    summary = extract(videos, tmp_path / "work")
+    assert sorted(features(tmp_path / "work")["video_id"]) == sorted(n for n in names if owner(n, 2) == 1)
+    assert summary.found == sum(owner(n, 2) == 1 for n in names)

@@ -103,3 +103,35 @@ def test_extract_with_whisper_audio(tmp_path, tiny_whisper):
     assert stored["audio_features"].shape == (2, 12, 32)
     assert stored["audio_mask"].tolist() == [[False] * 12, [True] * 12]
     assert Workdir(tmp_path / "w").identity()["audio"]["encoder"] == "whisper"
+
+
+def _put_in_hf_cache(cache: Path, repo: str, files: dict[str, Path]) -> None:
+    """Lay files out as huggingface_hub's cache does (refs/main -> snapshots/<rev>/...)."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / "0123456789abcdef"
+    snapshot.mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text("0123456789abcdef")
+    for name, source in files.items():
+        (snapshot / name).write_bytes(source.read_bytes())
+
+
+def test_weights_come_from_the_hf_cache_when_offline(tmp_path, monkeypatch, tiny_whisper):
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    # An open_clip pretrained tag whose weights live in an HF repo, as open_clip's own tags do.
+    checkpoint = Path(load_clip({"model": "gais-tiny-vit", "pretrained": "random", "seed": 3}, tmp_path).identity["file"])
+    _put_in_hf_cache(cache, "example/tiny-clip", {"open_clip_model.safetensors": checkpoint})
+    tags = dict(open_clip.pretrained._PRETRAINED.get("gais-tiny-vit", {}))
+    tags["cached"] = open_clip.pretrained._pcfg(hf_hub="example/tiny-clip/")
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "gais-tiny-vit", tags)
+    loaded = load_clip({"model": "gais-tiny-vit", "pretrained": "cached"}, tmp_path)
+    assert loaded.identity["sha256"] == sha256_file(checkpoint)
+    assert str(cache) in loaded.identity["file"]
+    # Whisper by repo id, from the same cache.
+    _put_in_hf_cache(cache, "example/whisper-tiny", {p.name: p for p in tiny_whisper.iterdir() if p.is_file()})
+    encoder = WhisperEncoder({"model": "example/whisper-tiny"}, torch.device("cpu"), None, batch=2)
+    assert encoder.identity["sha256"] == sha256_file(tiny_whisper / "model.safetensors")

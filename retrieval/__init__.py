@@ -1,0 +1,1 @@
+"""Retrieval: caption loaders, the GAIS heads, losses, metrics, training and evaluation."""
