@@ -73,6 +73,70 @@ def extract(
             raise typer.Exit(1)
 
 
+def stage_config(workdir: Path, name: Optional[str], overrides: list[str]) -> dict:
+    """Heads, training and evaluation settings: the config named, else the one whose name the workdir
+    records (if bundled), else tiny. The features themselves always come from the workdir."""
+    from gais_pipe.config import bundled_config_names
+    from gais_pipe.extract.workdir import Workdir
+
+    if name is None:
+        record = Workdir(workdir).identity() or {}
+        name = record.get("config_name") if record.get("config_name") in bundled_config_names() else "tiny"
+    return load_config(name, overrides)
+
+
+def _stage_errors():
+    from gais_pipe.extract.weights import WeightsUnavailable
+    from gais_pipe.extract.workdir import WorkdirError
+    from gais_pipe.retrieval.captions import CaptionError
+
+    return (ConfigError, WorkdirError, WeightsUnavailable, CaptionError, FileNotFoundError, ValueError, KeyError)
+
+
+@app.command()
+def train(
+    captions: Path = typer.Option(..., "--captions", help="Annotation folder (MSR-VTT, DiDeMo, LSMDC, VATEX) or a JSONL/CSV of video, caption[, split]."),
+    workdir: Path = WORKDIR,
+    dataset: Optional[str] = typer.Option(None, help="msrvtt, msrvtt-7k, didemo, lsmdc, vatex or generic (default: detected)."),
+    config: Optional[str] = CONFIG,
+    overrides: list[str] = OVERRIDES,
+    allow_missing: bool = typer.Option(False, help="Skip captions whose video was not extracted (default: stop and list them)."),
+    run: Optional[str] = typer.Option(None, help="Run name under WORKDIR/runs (default: from the config); an existing run resumes."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Train the FGF and SVSP heads on the cached features; keeps the best checkpoint by validation R@1."""
+    from gais_pipe.train_stage import run_train
+
+    try:
+        result = run_train(workdir, captions, stage_config(workdir, config, overrides), dataset, allow_missing, run, console, not quiet)
+    except _stage_errors() as error:
+        fail(str(error).strip("'\""))
+    console.print(f"best: epoch {result.best_epoch}, val t2v R@1 {result.best_val_r1:.1f} -> {result.run_dir / 'best.safetensors'}", highlight=False)
+
+
+@app.command("eval")
+def evaluate(
+    workdir: Path = WORKDIR,
+    split: str = typer.Option("test", help="train, val or test."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A best.safetensors (default: the newest run's)."),
+    captions: Optional[Path] = typer.Option(None, help="Annotations (default: those the checkpoint was trained with)."),
+    dataset: Optional[str] = typer.Option(None, help="As for train (default: the checkpoint's)."),
+    rerank_k: Optional[int] = typer.Option(None, help="Two-stage: re-rank the stage-1 top K by the full score (0: skip)."),
+    dsl: Optional[bool] = typer.Option(None, "--dsl/--no-dsl", help="Also report dual-softmax numbers, beside the plain ones."),
+    allow_missing: bool = typer.Option(False, help="Skip captions whose video was not extracted."),
+    config: Optional[str] = CONFIG,
+    overrides: list[str] = OVERRIDES,
+) -> None:
+    """Score every (text, video) pair of a split and report t2v and v2t recall."""
+    from gais_pipe.eval_stage import print_results, run_eval
+
+    try:
+        results = run_eval(workdir, stage_config(workdir, config, overrides), split, checkpoint, captions, dataset, rerank_k, dsl, allow_missing)
+    except _stage_errors() as error:
+        fail(str(error).strip("'\""))
+    print_results(results, Console())
+
+
 @app.command()
 def info(workdir: Path = typer.Argument(Path("gais-work"), help="The workdir to describe.")) -> None:
     """Say what a workdir holds: videos, shards, encoders, config, failures."""

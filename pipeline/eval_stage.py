@@ -1,0 +1,81 @@
+"""The eval stage: a checkpoint on a split, full text-conditioned scoring, metrics as table and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from gais_pipe.distributed import resolve_device
+from gais_pipe.extract.workdir import Workdir, WorkdirError
+from gais_pipe.retrieval.captions import carve_validation, load_captions
+from gais_pipe.retrieval.checkpoints import load_checkpoint
+from gais_pipe.retrieval.data import join
+from gais_pipe.retrieval.evaluate import evaluate
+from gais_pipe.retrieval.heads import GAISHead
+from gais_pipe.retrieval.text_features import TextEncoder
+
+
+def latest_checkpoint(work: Workdir) -> Path:
+    runs = sorted((work.root / "runs").glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"{work.root}: no trained checkpoint (runs/*/best.safetensors); run `gais-pipe train` or pass --checkpoint")
+    return runs[-1]
+
+
+def load_head(work: Workdir, checkpoint: Path | None, device: torch.device) -> tuple[GAISHead, dict, Path]:
+    """The head of a checkpoint, after checking it was trained on this workdir's features."""
+    path = checkpoint or latest_checkpoint(work)
+    state, meta = load_checkpoint(path)
+    record = work.identity()
+    if record is None or record["feature_hash"] != meta["feature_hash"]:
+        raise WorkdirError(f"{path}: trained on other features (hash {meta['feature_hash']}) than {work.root} holds")
+    identity = meta["identity"]
+    model = GAISHead(identity["embed_dim"], identity["audio_dim"], identity["features"]["frames"], meta["config"]["model"])
+    model.load_state_dict(state)
+    return model.to(device).eval(), meta, path
+
+
+def run_eval(workdir: Path, config: dict, split: str = "test", checkpoint: Path | None = None, captions_path: Path | None = None,
+             dataset: str | None = None, rerank_k: int | None = None, dsl: bool | None = None, allow_missing: bool = False) -> dict:
+    device = resolve_device(config["runtime"]["device"])
+    work = Workdir(workdir)
+    model, meta, path = load_head(work, checkpoint, device)
+    captions_path = captions_path or Path(meta["captions"])
+    captions = carve_validation(load_captions(captions_path, dataset or meta.get("dataset")), float(meta["config"]["train"]["val_ratio"]), int(meta["config"]["train"]["seed"]))
+    splits, _ = join(work, captions, TextEncoder(work, device), allow_missing)
+    if split not in splits:
+        raise WorkdirError(f"{captions_path}: no {split} captions among the extracted videos")
+    eval_cfg = config["eval"]
+    results = evaluate(model, splits[split], device, int(eval_cfg["text_chunk"]),
+                       int(eval_cfg["rerank_k"] if rerank_k is None else rerank_k), bool(eval_cfg["dsl"] if dsl is None else dsl))
+    results["checkpoint"] = str(path)
+    results["epoch"] = meta.get("epoch")
+    out = path.parent / f"eval-{split}.json"
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out)
+    results["json"] = str(out)
+    return results
+
+
+def results_table(results: dict) -> Table:
+    table = Table(title=f"{results['split']}: {results['texts']} texts, {results['videos']} videos ({Path(results['checkpoint']).parent.name}, epoch {results['epoch']})")
+    for column in ("scoring", "direction", "R@1", "R@5", "R@10", "MdR", "MnR", "seconds"):
+        table.add_column(column, justify="left" if column in ("scoring", "direction") else "right")
+    for name, value in results.items():
+        if isinstance(value, dict) and "t2v" in value:
+            for direction in ("t2v", "v2t"):
+                row = value[direction]
+                seconds = f"{value['seconds']:.2f}" if "seconds" in value and direction == "t2v" else ""
+                table.add_row(name if direction == "t2v" else "", direction, *(f"{row[m]:.1f}" for m in ("R@1", "R@5", "R@10", "MdR", "MnR")), seconds)
+    return table
+
+
+def print_results(results: dict, console: Console) -> None:
+    console.print(results_table(results))
+    console.print(f"written to {results['json']}", highlight=False)

@@ -1,0 +1,72 @@
+"""Captions joined to extracted features: per split, the videos, their features and their captions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gais_pipe.extract.workdir import Workdir, read_features
+
+from .captions import Caption, CaptionError, match_videos
+from .heads import VideoBatch
+
+
+@dataclass
+class Split:
+    name: str
+    video_ids: list[str]  # extracted ids
+    videos: VideoBatch  # features of those videos, in that order
+    texts: list[str]
+    text_features: torch.Tensor  # [C, D]
+    caption_video: np.ndarray  # [C] index into video_ids
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class JoinReport:
+    videos: int
+    captions: int
+    missing: list[str]  # annotation ids with no extracted video
+
+
+def join(work: Workdir, captions: list[Caption], encode_texts, allow_missing: bool) -> tuple[dict[str, Split], JoinReport]:
+    """Match captions to extracted videos and embed them; missing videos stop the run unless allowed."""
+    located = work.rows()
+    mapping, missing = match_videos(captions, sorted(located))
+    if missing and not allow_missing:
+        raise CaptionError(
+            f"{len(missing)} annotated videos are not extracted in {work.root} (first: {', '.join(missing[:5])}); "
+            f"extract them, or pass --allow-missing to skip their captions"
+        )
+    kept = [c for c in captions if c.video in mapping]
+    if not kept:
+        raise CaptionError(f"no caption matches an extracted video in {work.root}")
+    wanted = sorted({mapping[c.video] for c in kept})
+    columns = read_features(work, ["frame_features", "audio_features", "audio_mask"], wanted)
+    row_of = {video_id: i for i, video_id in enumerate(wanted)}
+    embeddings = encode_texts([c.text for c in kept])
+    splits = {}
+    for name in ("train", "val", "test"):
+        chosen = [i for i, c in enumerate(kept) if c.split == name]
+        if not chosen:
+            continue
+        split_videos = sorted({mapping[kept[i].video] for i in chosen})
+        local = {video_id: i for i, video_id in enumerate(split_videos)}
+        rows = np.array([row_of[v] for v in split_videos])
+        splits[name] = Split(
+            name=name,
+            video_ids=split_videos,
+            videos=VideoBatch(
+                torch.from_numpy(columns["frame_features"][rows]),
+                torch.from_numpy(columns["audio_features"][rows]),
+                torch.from_numpy(columns["audio_mask"][rows]),
+            ),
+            texts=[kept[i].text for i in chosen],
+            text_features=torch.from_numpy(embeddings[chosen]),
+            caption_video=np.array([local[mapping[kept[i].video]] for i in chosen]),
+        )
+    return splits, JoinReport(len(wanted), len(kept), missing)

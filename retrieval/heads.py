@@ -1,0 +1,230 @@
+"""The GAIS heads on frozen, cached features (METHOD.md sections 2, 3, 4, 6).
+
+Shapes: N texts, M videos, T frames, D the CLIP width, Da the audio width.
+
+The gate makes every fused frame depend on the text, so a naive implementation builds an
+[N, M, T, D] tensor and runs three D x D projections on it. Here every linear map is pushed
+through the fusion instead: u = v + g (a' - v) is affine in the scalar gate g, and LayerNorm of it
+needs only three dot products, so keys, values and the output projection are computed once per
+video frame and mixed per (text, video, frame) with scalars. `reference_scores` keeps the naive
+form, and a test holds the two equal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GATES = ("text", "text-free", "fixed")
+PERTURBATIONS = ("none", "isotropic", "svsp")
+POOLINGS = ("xpool", "mean")
+
+
+def _identity_linear(dim: int) -> nn.Linear:
+    layer = nn.Linear(dim, dim)
+    nn.init.eye_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+@dataclass
+class VideoBatch:
+    frames: torch.Tensor  # [M, T, D]
+    audio: torch.Tensor  # [M, T, Da]
+    mask: torch.Tensor  # [M, T] bool: segment has real audio
+
+    def to(self, device) -> "VideoBatch":
+        return VideoBatch(self.frames.to(device).float(), self.audio.to(device).float(), self.mask.to(device))
+
+
+@dataclass
+class Pooled:
+    video: torch.Tensor  # [N, M, D] v_hat: the video as seen by each text
+    gates: torch.Tensor  # [N, M, T] audio gate per frame
+    attention: torch.Tensor  # [N, M, T] attention over frames
+    frame_text_cos: torch.Tensor  # [N, M, T] cos(t, u_f), the input of the perturbation radius
+
+
+class GAISHead(nn.Module):
+    def __init__(self, dim: int, audio_dim: int, frames: int, cfg: dict):
+        super().__init__()
+        self.dim, self.frames = dim, frames
+        self.use_audio = bool(cfg.get("audio", True))
+        self.gate_kind = cfg.get("gate", "text")
+        self.pooling = cfg.get("pooling", "xpool")
+        self.perturbation = cfg.get("perturbation", "svsp")
+        if self.gate_kind not in GATES or self.perturbation not in PERTURBATIONS or self.pooling not in POOLINGS:
+            raise ValueError(f"model: gate in {GATES}, perturbation in {PERTURBATIONS}, pooling in {POOLINGS}")
+        # Text adapter t <- t + MLP(t), last layer zero so training starts from CLIP's text embedding.
+        self.text_adapter = None
+        if cfg.get("text_adapter", True):
+            self.text_adapter = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+            nn.init.zeros_(self.text_adapter[2].weight)
+            nn.init.zeros_(self.text_adapter[2].bias)
+        # FGF (section 2) and the text-free stage-1 gate (section 6).
+        self.audio_proj = nn.Linear(audio_dim, dim)
+        self.gate = nn.Linear(3 * dim, 1)
+        self.gate0 = nn.Linear(2 * dim, 1)
+        nn.init.zeros_(self.gate.weight)  # gates start at 0.5 (and at 0 where there is no sound)
+        nn.init.zeros_(self.gate0.weight)
+        nn.init.zeros_(self.gate.bias)
+        nn.init.zeros_(self.gate0.bias)
+        # X-Pool cross-attention (section 3), one head, linear layers initialised to identity.
+        self.norm_text = nn.LayerNorm(dim)
+        self.norm_frames = nn.LayerNorm(dim)
+        self.query, self.key, self.value, self.out = (_identity_linear(dim) for _ in range(4))
+        self.norm_out = nn.LayerNorm(dim)
+        self.residual = _identity_linear(dim)
+        self.dropout = nn.Dropout(float(cfg.get("dropout", 0.1)))
+        self.norm_final = nn.LayerNorm(dim)
+        # SVSP radius from cos(t, u_f) over the T frames (as T-MASS), and the semantic variance.
+        self.radius = nn.Linear(frames, dim)
+        nn.init.zeros_(self.radius.weight)
+        nn.init.constant_(self.radius.bias, math.log(float(cfg.get("radius_init", 0.1))))
+        self.register_buffer("text_variance", torch.ones(dim))
+        self.variance_momentum = float(cfg.get("variance_momentum", 0.99))
+        scale = cfg.get("logit_scale_init", 1 / 0.07)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(float(scale))))
+
+    # --- text ---------------------------------------------------------------------------
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        text = text.float()
+        return text + self.text_adapter(text) if self.text_adapter is not None else text
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=100.0)
+
+    # --- fusion -------------------------------------------------------------------------
+    def _audio(self, videos: VideoBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """a' = P_a a, and the mask as floats (all zero when audio is switched off)."""
+        projected = self.audio_proj(videos.audio)
+        mask = videos.mask.float() if self.use_audio else torch.zeros_like(videos.mask, dtype=torch.float32)
+        return projected, mask
+
+    def gates(self, text: torch.Tensor, frames: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[N, M, T] gates; the linear gate splits into a video part and a text part."""
+        n = text.shape[0]
+        if self.gate_kind == "fixed":
+            logits = torch.zeros(n, *frames.shape[:2], device=frames.device)
+        elif self.gate_kind == "text-free":
+            w = self.gate0.weight[0]
+            logits = (frames @ w[: self.dim] + audio @ w[self.dim :] + self.gate0.bias).expand(n, -1, -1)
+        else:
+            w = self.gate.weight[0]
+            video_part = frames @ w[: self.dim] + audio @ w[self.dim : 2 * self.dim]
+            logits = video_part.unsqueeze(0) + (text @ w[2 * self.dim :] + self.gate.bias)[:, None, None]
+        return torch.sigmoid(logits) * mask.unsqueeze(0)
+
+    def stage1(self, videos: VideoBatch) -> torch.Tensor:
+        """Query-independent embedding e_v = normalize(mean_f u0_f) with the text-free gate: [M, D]."""
+        frames = videos.frames.float()
+        audio, mask = self._audio(videos)
+        w = self.gate0.weight[0]
+        gate = torch.sigmoid(frames @ w[: self.dim] + audio @ w[self.dim :] + self.gate0.bias) * mask
+        fused = frames + gate.unsqueeze(-1) * (audio - frames)
+        return F.normalize(fused.mean(dim=1), dim=-1)
+
+    # --- pooling ------------------------------------------------------------------------
+    def pool(self, text: torch.Tensor, videos: VideoBatch) -> Pooled:
+        """v_hat_m(t_n) for every text and video, without an [N, M, T, D] tensor."""
+        frames = videos.frames.float()
+        audio, mask = self._audio(videos)
+        gates = self.gates(text, frames, audio, mask)  # [N, M, T]
+        diff = audio - frames
+        v_c = frames - frames.mean(-1, keepdim=True)
+        d_c = diff - diff.mean(-1, keepdim=True)
+        vv, vd, dd = (v_c * v_c).sum(-1), (v_c * d_c).sum(-1), (d_c * d_c).sum(-1)  # [M, T]
+        sigma = torch.sqrt((vv + 2 * gates * vd + gates**2 * dd) / self.dim + self.norm_frames.eps)  # [N, M, T]
+        fused_norm = torch.sqrt(((frames * frames).sum(-1) + 2 * gates * (frames * diff).sum(-1) + gates**2 * (diff * diff).sum(-1)).clamp_min(1e-12))
+        t_unit = F.normalize(text, dim=-1)
+        frame_text_cos = (torch.einsum("nd,mtd->nmt", t_unit, frames) + gates * torch.einsum("nd,mtd->nmt", t_unit, diff)) / fused_norm
+        if self.pooling == "mean":  # CLIP4Clip's mean pooling of the (fused) frames
+            video = frames.mean(dim=1).unsqueeze(0) + torch.einsum("nmt,mtd->nmd", gates, diff) / self.frames
+            return Pooled(video, gates, torch.full_like(gates, 1.0 / self.frames), frame_text_cos)
+
+        gamma, beta = self.norm_frames.weight, self.norm_frames.bias
+        key_v, key_d = (v_c * gamma) @ self.key.weight.T, (d_c * gamma) @ self.key.weight.T  # [M, T, D]
+        key_b = self.key.weight @ beta + self.key.bias
+        query = self.query(self.norm_text(text))  # [N, D]
+        logits = (torch.einsum("nd,mtd->nmt", query, key_v) + gates * torch.einsum("nd,mtd->nmt", query, key_d)) / sigma
+        logits = (logits + (query @ key_b)[:, None, None]) / math.sqrt(self.dim)
+        attention = torch.softmax(logits, dim=-1)
+        # out(value(LN(u))) = (O_v + g O_d) / sigma + out_b, with O = W_out W_value (gamma * centred)
+        mixed = self.out.weight @ self.value.weight
+        out_v, out_d = (v_c * gamma) @ mixed.T, (d_c * gamma) @ mixed.T
+        out_b = self.out.weight @ (self.value.weight @ beta + self.value.bias) + self.out.bias
+        weights = attention / sigma
+        z = torch.einsum("nmt,mtd->nmd", weights, out_v) + torch.einsum("nmt,mtd->nmd", weights * gates, out_d) + out_b
+        z = self.norm_out(z)
+        video = self.norm_final(z + self.dropout(self.residual(z)))
+        return Pooled(video, gates, attention, frame_text_cos)
+
+    def reference_pool(self, text: torch.Tensor, videos: VideoBatch) -> torch.Tensor:
+        """The same v_hat written naively with an [N, M, T, D] tensor (for tests only)."""
+        frames = videos.frames.float()
+        audio, mask = self._audio(videos)
+        gates = self.gates(text, frames, audio, mask)
+        fused = frames.unsqueeze(0) + gates.unsqueeze(-1) * (audio - frames).unsqueeze(0)  # [N, M, T, D]
+        if self.pooling == "mean":
+            return fused.mean(dim=2)
+        normed = self.norm_frames(fused)
+        keys, values = self.key(normed), self.value(normed)
+        query = self.query(self.norm_text(text))
+        attention = torch.softmax(torch.einsum("nd,nmtd->nmt", query, keys) / math.sqrt(self.dim), dim=-1)
+        z = self.norm_out(self.out(torch.einsum("nmt,nmtd->nmd", attention, values)))
+        return self.norm_final(z + self.dropout(self.residual(z)))
+
+    # --- SVSP (section 4) ---------------------------------------------------------------
+    @torch.no_grad()
+    def update_text_variance(self, text: torch.Tensor, groups: torch.Tensor) -> None:
+        """EMA of the per-dimension variance of (normalised) text embeddings among captions of one
+        video; over the whole batch when no video has two captions in it."""
+        unit = F.normalize(text.float(), dim=-1)
+        counts = torch.bincount(groups)
+        shared = counts[groups] > 1
+        if shared.any():
+            members, labels = unit[shared], groups[shared]
+            means = torch.zeros(int(groups.max()) + 1, unit.shape[1], device=unit.device).index_add_(0, labels, members)
+            means = means / counts.clamp_min(1).unsqueeze(1)
+            variance = ((members - means[labels]) ** 2).mean(0)
+        elif len(unit) > 1:
+            variance = unit.var(dim=0)
+        else:
+            return
+        self.text_variance.mul_(self.variance_momentum).add_((1 - self.variance_momentum) * variance)
+
+    def perturb(self, text: torch.Tensor, frame_text_cos: torch.Tensor) -> torch.Tensor:
+        """t~ for every (text, video) pair, [N, M, D]; t itself outside training or with `none`."""
+        n, m = frame_text_cos.shape[:2]
+        if not self.training or self.perturbation == "none":
+            return text.unsqueeze(1).expand(n, m, -1)
+        unit = F.normalize(text, dim=-1)
+        radius = torch.exp(self.radius(frame_text_cos))  # [N, M, D]
+        if self.perturbation == "svsp":
+            sigma = self.text_variance.clamp_min(1e-12).sqrt()
+            shape = sigma / sigma.mean()
+        else:
+            shape = torch.ones_like(self.text_variance)
+        return unit.unsqueeze(1) + radius * shape * torch.randn(n, m, self.dim, device=text.device)
+
+    # --- scores -------------------------------------------------------------------------
+    def forward(self, text: torch.Tensor, videos: VideoBatch, with_stage1: bool = True) -> "Scores":
+        """Every text against every video: the full GAIS score, the stage-1 score, and what pooling saw."""
+        adapted = self.encode_text(text)
+        pooled = self.pool(adapted, videos)
+        query = self.perturb(adapted, pooled.frame_text_cos)
+        full = F.cosine_similarity(query, pooled.video, dim=-1)
+        stage1 = F.normalize(adapted, dim=-1) @ self.stage1(videos).T if with_stage1 else None
+        return Scores(full, stage1, pooled, F.normalize(adapted, dim=-1))
+
+
+@dataclass
+class Scores:
+    full: torch.Tensor  # [N, M] cos(t~, v_hat(t))
+    stage1: torch.Tensor | None  # [N, M] cos(t, e_v)
+    pooled: Pooled
+    text: torch.Tensor  # [N, D] adapted text, unit length

@@ -1,0 +1,36 @@
+"""Losses (METHOD.md section 5): symmetric InfoNCE with an adaptive margin, the stage-1 term and
+the optional support-text term. Each takes a full [B, B] score matrix (rows: texts, columns: videos)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
+    """Text i's video is video i: cross-entropy over rows and over columns, averaged."""
+    targets = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+def adaptive_margin(text: torch.Tensor, video: torch.Tensor, beta: float, delta: float) -> torch.Tensor:
+    """m_ij = min(beta * (1 - (c^t_ij + c^v_ij) / 2), delta), m_ii = 0 (AVIGATE).
+
+    Negatives that are semantically close to the positive (by intra-modal similarity of the frozen
+    inputs) get a smaller margin, so near-duplicates are not pushed apart as hard as true negatives.
+    """
+    text, video = F.normalize(text.float(), dim=-1), F.normalize(video.float(), dim=-1)
+    closeness = (text @ text.T + video @ video.T) / 2
+    margin = (beta * (1 - closeness)).clamp(max=delta)
+    return margin.fill_diagonal_(0.0)
+
+
+def support_text_scores(text: torch.Tensor, video: torch.Tensor, radius: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """T-MASS's support text: each text moved by its radius towards its own video, scored against all videos.
+
+    text [b, D] (unit), video [b, B, D] (v_hat of text i for video j), radius [b, D] of the positive
+    pairs, positives [b]: the column of each text's own video.
+    """
+    own = video[torch.arange(len(text)), positives]
+    support = text + radius * F.normalize(own - text, dim=-1)
+    return F.cosine_similarity(support.unsqueeze(1), video, dim=-1)
