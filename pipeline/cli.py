@@ -101,7 +101,7 @@ def train(
     config: Optional[str] = CONFIG,
     overrides: list[str] = OVERRIDES,
     allow_missing: bool = typer.Option(False, help="Skip captions whose video was not extracted (default: stop and list them)."),
-    run: Optional[str] = typer.Option(None, help="Run name under WORKDIR/runs (default: from the config); an existing run resumes."),
+    run: Optional[str] = typer.Option(None, "--run-name", help="Run name under WORKDIR/runs (default: from the config); an existing run resumes."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train the FGF and SVSP heads on the cached features; keeps the best checkpoint by validation R@1."""
@@ -111,7 +111,8 @@ def train(
         result = run_train(workdir, captions, stage_config(workdir, config, overrides), dataset, allow_missing, run, console, not quiet)
     except _stage_errors() as error:
         fail(str(error).strip("'\""))
-    console.print(f"best: epoch {result.best_epoch}, val t2v R@1 {result.best_val_r1:.1f} -> {result.run_dir / 'best.safetensors'}", highlight=False)
+    if result.best_epoch > 0:  # under torchrun only rank 0 validates and keeps checkpoints
+        console.print(f"best: epoch {result.best_epoch}, val t2v R@1 {result.best_val_r1:.1f} -> {result.run_dir / 'best.safetensors'}", highlight=False)
 
 
 @app.command("eval")

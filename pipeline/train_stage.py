@@ -1,9 +1,10 @@
 """The train stage: the GAIS heads on cached features, validated every epoch, resumable.
 
-One process or many (torchrun): with W processes each computes the score rows of its share of the
-global batch's texts against all of the batch's videos (the inputs are cached features, cheap to
-hold everywhere), the rows are gathered with autograd, and every process computes the same loss
-over the whole batch. The gradients then equal those of one process with the same global batch.
+One process or many (torchrun, data parallel): with W processes each computes the score rows of its
+share of the global batch's texts against all of the batch's videos (the inputs are cached features,
+cheap to hold everywhere), the rows are gathered with autograd, and every process computes the same
+loss over the whole batch. Averaged over the processes, the gradients equal those of one process
+with the same global batch.
 """
 
 from __future__ import annotations
@@ -46,12 +47,17 @@ def build_model(record: dict, config: Config) -> GAISHead:
     return GAISHead(identity["embed_dim"], identity["audio_dim"], identity["features"]["frames"], config["model"])
 
 
-def _gather_rows(local: torch.Tensor, world: int) -> torch.Tensor:
+def _gather_rows(blocks: list[torch.Tensor], world: int) -> list[torch.Tensor]:
+    """Stack every process's rows of each [b, B] block, with autograd, in ONE collective: two
+    all-gathers would each run a collective in backward, in an order that can differ between
+    processes (and then exchange the wrong tensors)."""
     if world == 1:
-        return local
+        return blocks
     import torch.distributed.nn.functional as dist_fn
 
-    return torch.cat(dist_fn.all_gather(local), dim=0)
+    widths = [b.shape[1] for b in blocks]
+    gathered = torch.cat(dist_fn.all_gather(torch.cat(blocks, dim=1)), dim=0)
+    return list(torch.split(gathered, widths, dim=1))
 
 
 def batch_loss(model, texts: torch.Tensor, videos: VideoBatch, config: Config, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, dict]:
@@ -59,24 +65,38 @@ def batch_loss(model, texts: torch.Tensor, videos: VideoBatch, config: Config, r
     loss_cfg = config["loss"]
     size = len(texts)
     lo, hi = rank * size // world, (rank + 1) * size // world
-    head = model.module if hasattr(model, "module") else model
-    out = model(texts[lo:hi], videos)
-    scores = _gather_rows(out.full, world)
-    stage1 = _gather_rows(out.stage1, world)
+    positives = torch.arange(lo, hi, device=texts.device)
+    support = bool(loss_cfg["support_weight"])
+    out = model(texts[lo:hi], videos, positives=positives if support else None)
+    blocks = [out.full, out.stage1]
+    if support:
+        blocks.append(support_text_scores(out.text, out.pooled.video, out.positive_radius, positives))
+    scores, stage1, *rest = _gather_rows(blocks, world)
     margin = 0.0
     if loss_cfg["refinement"]:
         margin = adaptive_margin(texts, videos.frames.mean(dim=1), loss_cfg["margin_beta"], loss_cfg["margin_delta"])
-    scale = head.scale()
-    parts = {"main": symmetric_info_nce(scale * (scores + margin))}
+    parts = {"main": symmetric_info_nce(out.scale * (scores + margin))}
     if loss_cfg["stage1_weight"]:
-        parts["stage1"] = loss_cfg["stage1_weight"] * symmetric_info_nce(scale * stage1)
-    if loss_cfg["support_weight"]:
-        positives = torch.arange(lo, hi, device=texts.device)
-        radius = torch.exp(head.radius(out.pooled.frame_text_cos[torch.arange(hi - lo), positives]))
-        local = support_text_scores(out.text, out.pooled.video, radius, positives)
-        parts["support"] = loss_cfg["support_weight"] * symmetric_info_nce(scale * _gather_rows(local, world))
+        parts["stage1"] = loss_cfg["stage1_weight"] * symmetric_info_nce(out.scale * stage1)
+    if support:
+        parts["support"] = loss_cfg["support_weight"] * symmetric_info_nce(out.scale * rest[0])
     total = sum(parts.values())
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def average_gradients(model: torch.nn.Module, world: int) -> None:
+    """Data-parallel gradient averaging, after backward.
+
+    Not DistributedDataParallel's hooks: they all-reduce while backward still runs the all-gather's
+    own collective, and on gloo the two can interleave differently on each process.
+    """
+    if world == 1:
+        return
+    for parameter in model.parameters():
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        dist.all_reduce(parameter.grad)
+        parameter.grad /= world
 
 
 def epoch_batches(split: Split, batch_size: int, seed: int, epoch: int, world: int) -> list[np.ndarray]:
@@ -189,7 +209,9 @@ def run_train(
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         if rank == 0:
             console.print(f"resuming {run_dir.name} after epoch {state['epoch'] + 1}", highlight=False)
-    trained = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    if world > 1:  # same start everywhere, whatever each process's RNG did
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=0)
     amp = device.type == "cuda" and bool(train_cfg["amp"])
 
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} {task.fields[rate]:.0f} captions/s"),
@@ -208,9 +230,10 @@ def run_train(
                     with torch.no_grad():
                         model.update_text_variance(model.encode_text(siblings.to(device).float()), groups.to(device))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss, parts = batch_loss(trained, texts, videos, config, rank, world)
-                optimizer.zero_grad(set_to_none=True)
+                    loss, parts = batch_loss(model, texts, videos, config, rank, world)
+                optimizer.zero_grad(set_to_none=False)
                 loss.backward()
+                average_gradients(model, world)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(train_cfg["grad_clip"]))
                 optimizer.step()
                 scheduler.step()

@@ -53,5 +53,5 @@ def load_training_state(run_dir: Path, meta: dict) -> dict | None:
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("run_key") != _run_key(meta):
-        raise WorkdirError(f"{run_dir}: holds a run of another config, features or captions; pass another --run name")
+        raise WorkdirError(f"{run_dir}: holds a run of another config, features or captions; pass another --run-name")
     return state

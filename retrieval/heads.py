@@ -85,7 +85,8 @@ class GAISHead(nn.Module):
         self.radius = nn.Linear(frames, dim)
         nn.init.zeros_(self.radius.weight)
         nn.init.constant_(self.radius.bias, math.log(float(cfg.get("radius_init", 0.1))))
-        self.register_buffer("text_variance", torch.ones(dim))
+        self.register_buffer("text_variance", torch.ones(dim))  # flat (isotropic) until first measured
+        self.register_buffer("variance_updates", torch.zeros((), dtype=torch.long))
         self.variance_momentum = float(cfg.get("variance_momentum", 0.99))
         scale = cfg.get("logit_scale_init", 1 / 0.07)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(float(scale))))
@@ -195,7 +196,11 @@ class GAISHead(nn.Module):
             variance = unit.var(dim=0)
         else:
             return
-        self.text_variance.mul_(self.variance_momentum).add_((1 - self.variance_momentum) * variance)
+        if self.variance_updates == 0:
+            self.text_variance.copy_(variance)
+        else:
+            self.text_variance.mul_(self.variance_momentum).add_((1 - self.variance_momentum) * variance)
+        self.variance_updates += 1
 
     def perturb(self, text: torch.Tensor, frame_text_cos: torch.Tensor) -> torch.Tensor:
         """t~ for every (text, video) pair, [N, M, D]; t itself outside training or with `none`."""
@@ -212,14 +217,22 @@ class GAISHead(nn.Module):
         return unit.unsqueeze(1) + radius * shape * torch.randn(n, m, self.dim, device=text.device)
 
     # --- scores -------------------------------------------------------------------------
-    def forward(self, text: torch.Tensor, videos: VideoBatch, with_stage1: bool = True) -> "Scores":
-        """Every text against every video: the full GAIS score, the stage-1 score, and what pooling saw."""
+    def forward(self, text: torch.Tensor, videos: VideoBatch, with_stage1: bool = True, positives: torch.Tensor | None = None) -> "Scores":
+        """Every text against every video: the full GAIS score, the stage-1 score, and what pooling saw.
+
+        Everything a loss needs from the parameters is computed here (DDP syncs gradients of what
+        forward uses): the logit scale, and with `positives` (the column of each text's own video)
+        the perturbation radius of the positive pairs, for the support-text term.
+        """
         adapted = self.encode_text(text)
         pooled = self.pool(adapted, videos)
         query = self.perturb(adapted, pooled.frame_text_cos)
         full = F.cosine_similarity(query, pooled.video, dim=-1)
         stage1 = F.normalize(adapted, dim=-1) @ self.stage1(videos).T if with_stage1 else None
-        return Scores(full, stage1, pooled, F.normalize(adapted, dim=-1))
+        radius = None
+        if positives is not None:
+            radius = torch.exp(self.radius(pooled.frame_text_cos[torch.arange(len(text)), positives]))
+        return Scores(full, stage1, pooled, F.normalize(adapted, dim=-1), self.scale(), radius)
 
 
 @dataclass
@@ -228,3 +241,5 @@ class Scores:
     stage1: torch.Tensor | None  # [N, M] cos(t, e_v)
     pooled: Pooled
     text: torch.Tensor  # [N, D] adapted text, unit length
+    scale: torch.Tensor  # the logit scale
+    positive_radius: torch.Tensor | None = None  # [N, D] perturbation radius of each text's positive pair

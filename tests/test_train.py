@@ -1,0 +1,250 @@
+"""Training and evaluation on synthetic cached features: learning, determinism, resume, checkpoints,
+the evaluation leak, and DDP equivalence."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from typer.testing import CliRunner
+
+from gais_pipe.cli import app
+from gais_pipe.config import load_config
+from gais_pipe.eval_stage import load_head, run_eval
+from gais_pipe.extract.workdir import Workdir, WorkdirError
+from gais_pipe.retrieval.captions import CaptionError
+from gais_pipe.retrieval.checkpoints import load_checkpoint
+from gais_pipe.retrieval.heads import VideoBatch
+from gais_pipe.retrieval.metrics import text_to_video
+from gais_pipe.retrieval.scoring import full_scores
+from gais_pipe.train_stage import run_train
+from synthetic_features import make_feature_workdir
+
+FAST = ["train.epochs=6", "train.lr=1e-3", "train.batch_size=32"]
+
+
+def config(*overrides):
+    return load_config("tiny", [*FAST, *overrides])
+
+
+def train(work, captions, *overrides, run="run", **kwargs):
+    return run_train(work, captions, config(*overrides), run_name=run, console=Console(quiet=True), show_progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return make_feature_workdir(tmp_path_factory.mktemp("synthetic"), videos=180)
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic):
+    work, captions = synthetic
+    return train(work, captions, run="trained")
+
+
+def test_training_lowers_the_loss_and_beats_chance_by_far(synthetic, trained):
+    work, _ = synthetic
+    losses = [h["train_loss"] for h in trained.history]
+    assert losses[-1] < 0.9 * losses[0]
+    results = run_eval(work, config(), "test", checkpoint=trained.run_dir / "best.safetensors", rerank_k=10, dsl=True)
+    # Captions name a colour and a sound, 36 combinations: a few test videos share each caption's
+    # meaning, so R@1 is bounded well below 100; chance is 1 / videos.
+    videos = results["videos"]
+    t2v = results["full"]["t2v"]
+    assert t2v["R@1"] > 3 * 100 / videos and t2v["R@10"] > 2.5 * 1000 / videos
+    assert t2v["MdR"] < videos / 4 and results["full"]["v2t"]["MdR"] < videos / 4  # chance: about videos / 2
+    assert {"stage1", "two-stage@10", "full+DSL"} <= set(results)
+    saved = json.loads((trained.run_dir / "eval-test.json").read_text())
+    assert saved["full"]["t2v"] == results["full"]["t2v"]
+    assert (trained.run_dir / "curves.png").stat().st_size > 1000
+    assert len((trained.run_dir / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+def test_the_best_checkpoint_is_chosen_on_validation(trained):
+    history = trained.history
+    best = max(history, key=lambda h: h["val_t2v_R@1"])
+    assert trained.best_epoch == history.index(best) + 1
+    _, meta = load_checkpoint(trained.run_dir / "best.safetensors")
+    assert meta["epoch"] == trained.best_epoch and meta["val"]["split"] == "val"
+
+
+def test_checkpoint_round_trip_carries_config_and_feature_identity(synthetic, trained):
+    work, _ = synthetic
+    state, meta = load_checkpoint(trained.run_dir / "best.safetensors")
+    assert meta["feature_hash"] == Workdir(work).identity()["feature_hash"]
+    assert meta["config"]["model"]["perturbation"] == "svsp" and meta["config"]["train"]["epochs"] == 6
+    model, _, _ = load_head(Workdir(work), trained.run_dir / "best.safetensors", torch.device("cpu"))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name])
+    training_state = torch.load(trained.run_dir / "training_state.pt", weights_only=True)
+    assert training_state["epoch"] == 5
+
+
+def test_same_seed_same_numbers_and_resume_after_an_interruption(synthetic, trained, monkeypatch):
+    work, captions = synthetic
+    again = train(work, captions, run="again")
+    assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in trained.history]
+    assert [h["val_t2v_R@1"] for h in again.history] == [h["val_t2v_R@1"] for h in trained.history]
+
+    import gais_pipe.train_stage as stage
+
+    real_evaluate, calls = stage.evaluate, []
+
+    def interrupted(*args, **kwargs):  # the process dies during epoch 2's validation
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(work, captions, run="resumed")
+    monkeypatch.setattr(stage, "evaluate", real_evaluate)
+    resumed = train(work, captions, run="resumed")
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in trained.history]
+    assert resumed.best_val_r1 == trained.best_val_r1
+    with pytest.raises(WorkdirError, match="another config"):
+        train(work, captions, "model.gate='fixed'", run="resumed")
+
+
+class QueryDominatedHead(torch.nn.Module):
+    """An extreme text-conditioned pooling, v_hat(t) = mean frame + 3 t: what the query says leaks
+    into the video vector, as it does (less extremely) in X-Pool-style heads."""
+
+    def pool(self, text, videos):
+        return videos.frames.mean(dim=1).unsqueeze(0) + 3 * text.unsqueeze(1)  # [N, M, D]
+
+    def forward(self, text, videos, with_stage1=False):
+        full = torch.nn.functional.cosine_similarity(text.unsqueeze(1), self.pool(text, videos), dim=-1)
+        return type("Scores", (), {"full": full})()
+
+
+def test_the_leaky_evaluation_is_caught():
+    """Pooling candidate i with its own caption (the T-MASS evaluation bug) gives visibly different,
+    inflated numbers; the scorer used by eval sees only the queries and cannot do it."""
+    generator = torch.Generator().manual_seed(0)
+    videos = VideoBatch(torch.randn(40, 12, 32, generator=generator), torch.zeros(40, 12, 8), torch.zeros(40, 12, dtype=torch.bool))
+    caption_video = np.repeat(np.arange(40), 3)  # 120 texts, 40 videos: unequal counts
+    # Paraphrases of one video sit close together in text space; text and video agree only weakly.
+    centres = 0.5 * videos.frames.mean(dim=1) + torch.randn(40, 32, generator=generator)
+    texts = centres[caption_video] + 0.2 * torch.randn(120, 32, generator=generator)
+    head = QueryDominatedHead()
+
+    right = text_to_video(full_scores(head, texts, videos), caption_video)
+    own = texts[[int(np.flatnonzero(caption_video == i)[0]) for i in range(40)]]
+    leaked_video = torch.stack([head.pool(own[i : i + 1], VideoBatch(videos.frames[i : i + 1], videos.audio[i : i + 1], videos.mask[i : i + 1]))[0, 0] for i in range(40)])
+    leaky = text_to_video(torch.nn.functional.cosine_similarity(texts.unsqueeze(1), leaked_video.unsqueeze(0), dim=-1).numpy(), caption_video)
+    assert leaky["R@1"] > right["R@1"] + 20.0, (leaky, right)
+    with pytest.raises(ValueError, match="do not match"):  # one caption per video assumed: refused
+        text_to_video(full_scores(head, texts[:40], videos), caption_video)
+
+
+def test_missing_videos_are_reported_and_skipped_only_when_allowed(synthetic, tmp_path):
+    work, captions = synthetic
+    extra = tmp_path / "captions.jsonl"
+    extra.write_text(captions.read_text() + json.dumps({"video": "not-extracted.mp4", "caption": "x", "split": "train"}) + "\n")
+    with pytest.raises(CaptionError, match="1 annotated videos are not extracted .*not-extracted.mp4"):
+        train(work, extra, "train.epochs=1", run="missing")
+    assert train(work, extra, "train.epochs=1", run="missing", allow_missing=True).best_epoch == 1
+
+
+def test_text_features_must_come_from_the_frames_clip(synthetic, tmp_path):
+    work, captions = synthetic
+    record = json.loads((work / "workdir.json").read_text())
+    other = tmp_path / "work"
+    import shutil
+
+    shutil.copytree(work, other)
+    record["clip"]["sha256"] = "0" * 64
+    (other / "workdir.json").write_text(json.dumps(record))
+    with pytest.raises(WorkdirError, match="sha256 differs"):
+        train(other, captions, run="x")
+
+
+def test_cli_train_then_eval(synthetic):
+    work, captions = synthetic
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "-w", str(work), "--captions", str(captions), "--quiet", "--run-name", "cli", *sum((["--set", o] for o in [*FAST, "train.epochs=1"]), [])])
+    assert result.exit_code == 0, result.output
+    assert "best: epoch 1" in result.output
+    result = runner.invoke(app, ["eval", "-w", str(work), "--checkpoint", str(work / "runs/cli/best.safetensors"), "--rerank-k", "5"])
+    assert result.exit_code == 0, result.output
+    for expected in ("full", "stage1", "two-stage@5", "t2v", "v2t", "R@1"):
+        assert expected in result.output
+    result = runner.invoke(app, ["eval", "-w", str(work), "--checkpoint", str(work / "nope.safetensors")])
+    assert result.exit_code == 2 and "checkpoint not found" in result.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tiny_problem():
+    from gais_pipe.retrieval.heads import GAISHead
+
+    cfg = load_config("tiny", ["model.dropout=0.0", "model.perturbation='none'", "loss.support_weight=0.5"])
+    torch.manual_seed(0)
+    model = GAISHead(16, 8, 5, cfg["model"])
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    g = torch.Generator().manual_seed(0)
+    videos = VideoBatch(torch.randn(8, 5, 16, generator=g), torch.randn(8, 5, 8, generator=g), torch.rand(8, 5, generator=g) > 0.3)
+    return cfg, model, torch.randn(8, 16, generator=g), videos
+
+
+def _ddp_gradients(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from gais_pipe.train_stage import average_gradients, batch_loss
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    cfg, model, texts, videos = _tiny_problem()
+    loss, _ = batch_loss(model, texts, videos, cfg, rank, 2)
+    loss.backward()
+    average_gradients(model, 2)
+    if rank == 0:
+        torch.save({"loss": loss.detach(), **{k: p.grad for k, p in model.named_parameters()}}, out)
+    dist.destroy_process_group()
+
+
+def test_two_gloo_processes_give_the_gradients_of_one_process_with_the_same_global_batch(tmp_path):
+    from gais_pipe.train_stage import batch_loss
+
+    cfg, model, texts, videos = _tiny_problem()
+    loss, _ = batch_loss(model, texts, videos, cfg)
+    loss.backward()
+    out = str(tmp_path / "grads.pt")
+    torch.multiprocessing.spawn(_ddp_gradients, args=(_free_port(), out), nprocs=2)
+    ddp = torch.load(out, weights_only=True)
+    torch.testing.assert_close(ddp["loss"], loss.detach())
+    for name, parameter in model.named_parameters():
+        expected = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+        torch.testing.assert_close(ddp[name], expected, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.slow
+def test_torchrun_training_follows_the_single_process_run(synthetic):
+    """End to end under torchrun (2 CPU processes, gloo). Adam turns float noise in gradients that
+    are zero in exact arithmetic into whole steps, so weights drift apart a little; the training
+    curve must not."""
+    work, captions = synthetic
+    deterministic = ["train.epochs=2", "model.dropout=0.0", "model.perturbation='none'"]
+    single = train(work, captions, *deterministic, run="single")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gais_pipe", "train",
+               "-w", str(work), "--captions", str(captions), "--quiet", "--run-name", "ddp", *sum((["--set", o] for o in [*FAST, *deterministic]), [])]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ddp = [json.loads(line) for line in (work / "runs/ddp/metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(single.history, ddp):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.02)
+        assert b["val_t2v_R@10"] == pytest.approx(a["val_t2v_R@10"], abs=5.0)
