@@ -181,7 +181,7 @@ def run_train(
         raise WorkdirError(f"{workdir}: no features yet; run `gais-pipe extract` first")
 
     captions = carve_validation(load_captions(captions_path, dataset), float(train_cfg["val_ratio"]), int(train_cfg["seed"]))
-    splits, report = join(work, captions, TextEncoder(work, device), allow_missing)
+    splits, report = join(work, captions, TextEncoder(work, device), allow_missing, lazy=bool(train_cfg["lazy_features"]))
     if report.missing and rank == 0:
         console.print(f"[yellow]skipped {len(report.missing)} captioned videos that are not extracted (first: {', '.join(report.missing[:5])})", highlight=False)
     if "train" not in splits or "val" not in splits:
@@ -223,7 +223,7 @@ def run_train(
             losses, seen, started = [], 0, time.perf_counter()
             for captions_idx in epoch_batches(train, int(train_cfg["batch_size"]), int(train_cfg["seed"]), epoch, world):
                 video_idx = train.caption_video[captions_idx]
-                videos = VideoBatch(train.videos.frames[video_idx], train.videos.audio[video_idx], train.videos.mask[video_idx]).to(device)
+                videos = train.videos.take(video_idx).to(device)
                 texts = train.text_features[captions_idx].to(device).float()
                 if model.perturbation == "svsp":
                     siblings, groups = variance_texts(train, captions_idx, int(train_cfg["variance_captions"]))

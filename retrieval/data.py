@@ -7,17 +7,48 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gais_pipe.extract.workdir import Workdir, read_features
+from gais_pipe.extract.shards import read_rows
+from gais_pipe.extract.workdir import RowRef, Workdir, read_features
 
 from .captions import Caption, CaptionError, match_videos
 from .heads import VideoBatch
+
+
+class ShardVideos:
+    """Video features read from the shards on demand, for collections that do not fit in memory."""
+
+    COLUMNS = ("frame_features", "audio_features", "audio_mask")
+
+    def __init__(self, refs: list[RowRef]):
+        self.refs = refs
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def take(self, rows) -> VideoBatch:
+        rows = np.asarray(rows).reshape(-1)
+        by_shard: dict = {}
+        for position, row in enumerate(rows):
+            ref = self.refs[int(row)]
+            by_shard.setdefault(ref.shard, []).append((ref.row, position))
+        out: dict[str, np.ndarray] = {}
+        for shard, pairs in by_shard.items():
+            unique = sorted({row for row, _ in pairs})  # h5py reads increasing, unique rows
+            values = read_rows(shard, np.array(unique), list(self.COLUMNS))
+            where = {row: i for i, row in enumerate(unique)}
+            for name, array in values.items():
+                if name not in out:
+                    out[name] = np.empty((len(rows), *array.shape[1:]), array.dtype)
+                for row, position in pairs:
+                    out[name][position] = array[where[row]]
+        return VideoBatch(*(torch.from_numpy(out[name]) for name in self.COLUMNS))
 
 
 @dataclass
 class Split:
     name: str
     video_ids: list[str]  # extracted ids
-    videos: VideoBatch  # features of those videos, in that order
+    videos: "VideoBatch | ShardVideos"  # features of those videos, in that order (take(rows) -> VideoBatch)
     texts: list[str]
     text_features: torch.Tensor  # [C, D]
     caption_video: np.ndarray  # [C] index into video_ids
@@ -33,8 +64,10 @@ class JoinReport:
     missing: list[str]  # annotation ids with no extracted video
 
 
-def join(work: Workdir, captions: list[Caption], encode_texts, allow_missing: bool) -> tuple[dict[str, Split], JoinReport]:
-    """Match captions to extracted videos and embed them; missing videos stop the run unless allowed."""
+def join(work: Workdir, captions: list[Caption], encode_texts, allow_missing: bool, lazy: bool = False) -> tuple[dict[str, Split], JoinReport]:
+    """Match captions to extracted videos and embed them; missing videos stop the run unless allowed.
+
+    Video features are held in memory, or with `lazy` read from the shards batch by batch."""
     located = work.rows()
     mapping, missing = match_videos(captions, sorted(located))
     if missing and not allow_missing:
@@ -46,7 +79,7 @@ def join(work: Workdir, captions: list[Caption], encode_texts, allow_missing: bo
     if not kept:
         raise CaptionError(f"no caption matches an extracted video in {work.root}")
     wanted = sorted({mapping[c.video] for c in kept})
-    columns = read_features(work, ["frame_features", "audio_features", "audio_mask"], wanted)
+    columns = None if lazy else read_features(work, list(ShardVideos.COLUMNS), wanted)
     row_of = {video_id: i for i, video_id in enumerate(wanted)}
     embeddings = encode_texts([c.text for c in kept])
     splits = {}
@@ -60,7 +93,7 @@ def join(work: Workdir, captions: list[Caption], encode_texts, allow_missing: bo
         splits[name] = Split(
             name=name,
             video_ids=split_videos,
-            videos=VideoBatch(
+            videos=ShardVideos([located[v] for v in split_videos]) if lazy else VideoBatch(
                 torch.from_numpy(columns["frame_features"][rows]),
                 torch.from_numpy(columns["audio_features"][rows]),
                 torch.from_numpy(columns["audio_mask"][rows]),

@@ -18,7 +18,8 @@ def both_directions(scores: np.ndarray, caption_video: np.ndarray) -> dict:
 
 
 def evaluate(model: GAISHead, split: Split, device: torch.device, chunk: int = 64, rerank_k: int = 0, dsl: bool = False) -> dict:
-    videos, texts = split.videos.to(device), split.text_features.to(device).float()
+    videos = split.videos.take(np.arange(len(split.video_ids))).to(device)  # the split's videos, all at once
+    texts = split.text_features.to(device).float()
     results: dict = {"split": split.name, "texts": len(split), "videos": len(split.video_ids)}
     started = time.perf_counter()
     full = full_scores(model, texts, videos, chunk)

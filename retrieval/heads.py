@@ -40,6 +40,36 @@ class VideoBatch:
     def to(self, device) -> "VideoBatch":
         return VideoBatch(self.frames.to(device).float(), self.audio.to(device).float(), self.mask.to(device))
 
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def take(self, rows) -> "VideoBatch":
+        return VideoBatch(self.frames[rows], self.audio[rows], self.mask[rows])
+
+
+@dataclass
+class VideoState:
+    """Everything the heads compute from the videos alone, once, whatever the query: fused frames
+    are v + g * diff, and keys and output projections split the same way (see the module doc)."""
+
+    frames: torch.Tensor  # [M, T, D]
+    diff: torch.Tensor  # [M, T, D] a' - v
+    mask: torch.Tensor  # [M, T] float, 0 where no sound (or audio switched off)
+    gate_logits: torch.Tensor  # [M, T] the video part of the gate's logit
+    ff: torch.Tensor  # [M, T] v.v
+    fd: torch.Tensor  # [M, T] v.diff
+    dd: torch.Tensor  # [M, T] diff.diff
+    cvv: torch.Tensor  # [M, T] the same three for the centred vectors (LayerNorm's variance)
+    cvd: torch.Tensor
+    cdd: torch.Tensor
+    key_v: torch.Tensor | None  # [M, T, D] (x-pool only)
+    key_d: torch.Tensor | None
+    out_v: torch.Tensor | None
+    out_d: torch.Tensor | None
+
+    def select(self, rows) -> "VideoState":
+        return VideoState(*(None if value is None else value[rows] for value in vars(self).values()))
+
 
 @dataclass
 class Pooled:
@@ -106,60 +136,75 @@ class GAISHead(nn.Module):
         mask = videos.mask.float() if self.use_audio else torch.zeros_like(videos.mask, dtype=torch.float32)
         return projected, mask
 
-    def gates(self, text: torch.Tensor, frames: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[N, M, T] gates; the linear gate splits into a video part and a text part."""
-        n = text.shape[0]
-        if self.gate_kind == "fixed":
-            logits = torch.zeros(n, *frames.shape[:2], device=frames.device)
-        elif self.gate_kind == "text-free":
-            w = self.gate0.weight[0]
-            logits = (frames @ w[: self.dim] + audio @ w[self.dim :] + self.gate0.bias).expand(n, -1, -1)
-        else:
-            w = self.gate.weight[0]
-            video_part = frames @ w[: self.dim] + audio @ w[self.dim : 2 * self.dim]
-            logits = video_part.unsqueeze(0) + (text @ w[2 * self.dim :] + self.gate.bias)[:, None, None]
-        return torch.sigmoid(logits) * mask.unsqueeze(0)
-
-    def stage1(self, videos: VideoBatch) -> torch.Tensor:
-        """Query-independent embedding e_v = normalize(mean_f u0_f) with the text-free gate: [M, D]."""
+    def prepare(self, videos: "VideoBatch | VideoState") -> VideoState:
+        """The query-independent part of pooling, for a set of videos (computed once per set)."""
+        if isinstance(videos, VideoState):
+            return videos
         frames = videos.frames.float()
         audio, mask = self._audio(videos)
+        diff = audio - frames
+        if self.gate_kind == "text":
+            w = self.gate.weight[0]
+            gate_logits = frames @ w[: self.dim] + audio @ w[self.dim : 2 * self.dim]
+        elif self.gate_kind == "text-free":
+            w = self.gate0.weight[0]
+            gate_logits = frames @ w[: self.dim] + audio @ w[self.dim :] + self.gate0.bias
+        else:
+            gate_logits = torch.zeros(frames.shape[:2], device=frames.device)
+        v_c = frames - frames.mean(-1, keepdim=True)
+        d_c = diff - diff.mean(-1, keepdim=True)
+        key_v = key_d = out_v = out_d = None
+        if self.pooling == "xpool":
+            gamma = self.norm_frames.weight
+            key_v, key_d = (v_c * gamma) @ self.key.weight.T, (d_c * gamma) @ self.key.weight.T
+            mixed = self.out.weight @ self.value.weight  # out(value(x)) = mixed x + ...
+            out_v, out_d = (v_c * gamma) @ mixed.T, (d_c * gamma) @ mixed.T
+        return VideoState(
+            frames, diff, mask, gate_logits,
+            (frames * frames).sum(-1), (frames * diff).sum(-1), (diff * diff).sum(-1),
+            (v_c * v_c).sum(-1), (v_c * d_c).sum(-1), (d_c * d_c).sum(-1),
+            key_v, key_d, out_v, out_d,
+        )
+
+    def gates(self, text: torch.Tensor, state: VideoState) -> torch.Tensor:
+        """[N, M, T] gates: the video part of the logit plus, for the text-guided gate, a text part."""
+        logits = state.gate_logits.unsqueeze(0).expand(text.shape[0], -1, -1)
+        if self.gate_kind == "text":
+            logits = logits + (text @ self.gate.weight[0, 2 * self.dim :] + self.gate.bias)[:, None, None]
+        return torch.sigmoid(logits) * state.mask.unsqueeze(0)
+
+    def stage1(self, videos: "VideoBatch | VideoState") -> torch.Tensor:
+        """Query-independent embedding e_v = normalize(mean_f u0_f) with the text-free gate: [M, D]."""
+        state = self.prepare(videos)
         w = self.gate0.weight[0]
-        gate = torch.sigmoid(frames @ w[: self.dim] + audio @ w[self.dim :] + self.gate0.bias) * mask
-        fused = frames + gate.unsqueeze(-1) * (audio - frames)
+        audio = state.frames + state.diff
+        gate = torch.sigmoid(state.frames @ w[: self.dim] + audio @ w[self.dim :] + self.gate0.bias) * state.mask
+        fused = state.frames + gate.unsqueeze(-1) * state.diff
         return F.normalize(fused.mean(dim=1), dim=-1)
 
     # --- pooling ------------------------------------------------------------------------
-    def pool(self, text: torch.Tensor, videos: VideoBatch) -> Pooled:
+    def pool(self, text: torch.Tensor, videos: "VideoBatch | VideoState") -> Pooled:
         """v_hat_m(t_n) for every text and video, without an [N, M, T, D] tensor."""
-        frames = videos.frames.float()
-        audio, mask = self._audio(videos)
-        gates = self.gates(text, frames, audio, mask)  # [N, M, T]
-        diff = audio - frames
-        v_c = frames - frames.mean(-1, keepdim=True)
-        d_c = diff - diff.mean(-1, keepdim=True)
-        vv, vd, dd = (v_c * v_c).sum(-1), (v_c * d_c).sum(-1), (d_c * d_c).sum(-1)  # [M, T]
-        sigma = torch.sqrt((vv + 2 * gates * vd + gates**2 * dd) / self.dim + self.norm_frames.eps)  # [N, M, T]
-        fused_norm = torch.sqrt(((frames * frames).sum(-1) + 2 * gates * (frames * diff).sum(-1) + gates**2 * (diff * diff).sum(-1)).clamp_min(1e-12))
+        state = self.prepare(videos)
+        gates = self.gates(text, state)  # [N, M, T]
+        fused_norm = torch.sqrt((state.ff + 2 * gates * state.fd + gates**2 * state.dd).clamp_min(1e-12))
         t_unit = F.normalize(text, dim=-1)
-        frame_text_cos = (torch.einsum("nd,mtd->nmt", t_unit, frames) + gates * torch.einsum("nd,mtd->nmt", t_unit, diff)) / fused_norm
+        frame_text_cos = (torch.einsum("nd,mtd->nmt", t_unit, state.frames) + gates * torch.einsum("nd,mtd->nmt", t_unit, state.diff)) / fused_norm
         if self.pooling == "mean":  # CLIP4Clip's mean pooling of the (fused) frames
-            video = frames.mean(dim=1).unsqueeze(0) + torch.einsum("nmt,mtd->nmd", gates, diff) / self.frames
+            video = state.frames.mean(dim=1).unsqueeze(0) + torch.einsum("nmt,mtd->nmd", gates, state.diff) / self.frames
             return Pooled(video, gates, torch.full_like(gates, 1.0 / self.frames), frame_text_cos)
 
-        gamma, beta = self.norm_frames.weight, self.norm_frames.bias
-        key_v, key_d = (v_c * gamma) @ self.key.weight.T, (d_c * gamma) @ self.key.weight.T  # [M, T, D]
+        sigma = torch.sqrt((state.cvv + 2 * gates * state.cvd + gates**2 * state.cdd) / self.dim + self.norm_frames.eps)  # LayerNorm's std
+        beta = self.norm_frames.bias
         key_b = self.key.weight @ beta + self.key.bias
         query = self.query(self.norm_text(text))  # [N, D]
-        logits = (torch.einsum("nd,mtd->nmt", query, key_v) + gates * torch.einsum("nd,mtd->nmt", query, key_d)) / sigma
+        logits = (torch.einsum("nd,mtd->nmt", query, state.key_v) + gates * torch.einsum("nd,mtd->nmt", query, state.key_d)) / sigma
         logits = (logits + (query @ key_b)[:, None, None]) / math.sqrt(self.dim)
         attention = torch.softmax(logits, dim=-1)
-        # out(value(LN(u))) = (O_v + g O_d) / sigma + out_b, with O = W_out W_value (gamma * centred)
-        mixed = self.out.weight @ self.value.weight
-        out_v, out_d = (v_c * gamma) @ mixed.T, (d_c * gamma) @ mixed.T
+        # out(value(LN(u))) = (O_v + g O_d) / sigma + out_b
         out_b = self.out.weight @ (self.value.weight @ beta + self.value.bias) + self.out.bias
         weights = attention / sigma
-        z = torch.einsum("nmt,mtd->nmd", weights, out_v) + torch.einsum("nmt,mtd->nmd", weights * gates, out_d) + out_b
+        z = torch.einsum("nmt,mtd->nmd", weights, state.out_v) + torch.einsum("nmt,mtd->nmd", weights * gates, state.out_d) + out_b
         z = self.norm_out(z)
         video = self.norm_final(z + self.dropout(self.residual(z)))
         return Pooled(video, gates, attention, frame_text_cos)
@@ -167,8 +212,8 @@ class GAISHead(nn.Module):
     def reference_pool(self, text: torch.Tensor, videos: VideoBatch) -> torch.Tensor:
         """The same v_hat written naively with an [N, M, T, D] tensor (for tests only)."""
         frames = videos.frames.float()
-        audio, mask = self._audio(videos)
-        gates = self.gates(text, frames, audio, mask)
+        audio, _ = self._audio(videos)
+        gates = self.gates(text, self.prepare(videos))
         fused = frames.unsqueeze(0) + gates.unsqueeze(-1) * (audio - frames).unsqueeze(0)  # [N, M, T, D]
         if self.pooling == "mean":
             return fused.mean(dim=2)
@@ -217,7 +262,7 @@ class GAISHead(nn.Module):
         return unit.unsqueeze(1) + radius * shape * torch.randn(n, m, self.dim, device=text.device)
 
     # --- scores -------------------------------------------------------------------------
-    def forward(self, text: torch.Tensor, videos: VideoBatch, with_stage1: bool = True, positives: torch.Tensor | None = None) -> "Scores":
+    def forward(self, text: torch.Tensor, videos: "VideoBatch | VideoState", with_stage1: bool = True, positives: torch.Tensor | None = None) -> "Scores":
         """Every text against every video: the full GAIS score, the stage-1 score, and what pooling saw.
 
         Everything a loss needs from the parameters is computed here (DDP syncs gradients of what
@@ -225,6 +270,7 @@ class GAISHead(nn.Module):
         the perturbation radius of the positive pairs, for the support-text term.
         """
         adapted = self.encode_text(text)
+        videos = self.prepare(videos)
         pooled = self.pool(adapted, videos)
         query = self.perturb(adapted, pooled.frame_text_cos)
         full = F.cosine_similarity(query, pooled.video, dim=-1)

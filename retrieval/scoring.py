@@ -17,7 +17,8 @@ from .heads import GAISHead, VideoBatch
 def full_scores(model: GAISHead, texts: torch.Tensor, videos: VideoBatch, chunk: int = 64) -> np.ndarray:
     """[texts, videos] full GAIS scores; memory bounded by chunk x videos x D."""
     model.eval()
-    rows = [model(texts[i : i + chunk], videos, with_stage1=False).full.cpu() for i in range(0, len(texts), chunk)]
+    state = model.prepare(videos)  # the query-independent part, once for all chunks
+    rows = [model(texts[i : i + chunk], state, with_stage1=False).full.cpu() for i in range(0, len(texts), chunk)]
     return torch.cat(rows).numpy() if rows else np.zeros((0, len(videos.frames)), np.float32)
 
 
@@ -35,7 +36,7 @@ def two_stage_scores(model: GAISHead, texts: torch.Tensor, videos: VideoBatch, s
     k = min(k, stage1.shape[1])
     order = np.argsort(-stage1, axis=1, kind="stable")[:, :k]
     scores = stage1 - 10.0  # cosines are in [-1, 1]: every re-ranked candidate lands above every other
+    state = model.prepare(videos)
     for j, candidates in enumerate(order):
-        subset = VideoBatch(videos.frames[candidates], videos.audio[candidates], videos.mask[candidates])
-        scores[j, candidates] = model(texts[j : j + 1], subset, with_stage1=False).full[0].cpu().numpy()
+        scores[j, candidates] = model(texts[j : j + 1], state.select(torch.from_numpy(candidates)), with_stage1=False).full[0].cpu().numpy()
     return scores

@@ -115,6 +115,9 @@ class QueryDominatedHead(torch.nn.Module):
     """An extreme text-conditioned pooling, v_hat(t) = mean frame + 3 t: what the query says leaks
     into the video vector, as it does (less extremely) in X-Pool-style heads."""
 
+    def prepare(self, videos):
+        return videos
+
     def pool(self, text, videos):
         return videos.frames.mean(dim=1).unsqueeze(0) + 3 * text.unsqueeze(1)  # [N, M, D]
 
@@ -248,3 +251,24 @@ def test_torchrun_training_follows_the_single_process_run(synthetic):
     for a, b in zip(single.history, ddp):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.02)
         assert b["val_t2v_R@10"] == pytest.approx(a["val_t2v_R@10"], abs=5.0)
+
+
+def test_lazy_features_from_the_shards_train_the_same_model(synthetic, trained):
+    work, captions = synthetic
+    lazy = train(work, captions, "train.lazy_features=true", run="lazy")
+    assert [h["train_loss"] for h in lazy.history] == [h["train_loss"] for h in trained.history]
+    assert lazy.best_val_r1 == trained.best_val_r1
+
+
+def test_text_features_are_cached_and_reused(synthetic, monkeypatch):
+    from gais_pipe.retrieval.text_features import TextEncoder
+
+    work, _ = synthetic
+    encoder = TextEncoder(Workdir(work), torch.device("cpu"))
+    first = encoder(["a brand new caption", "another new one"])
+    calls = []
+    real = encoder._encode
+    monkeypatch.setattr(encoder, "_encode", lambda texts, batch=256: calls.append(list(texts)) or real(texts, batch))
+    again = encoder(["another new one", "a brand new caption", "a third"])
+    assert calls == [["a third"]]  # only the caption not seen before is encoded
+    np.testing.assert_array_equal(again[:2], first[[1, 0]])
