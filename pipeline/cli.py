@@ -138,6 +138,101 @@ def evaluate(
     print_results(results, Console())
 
 
+@app.command("build-index")
+def build_index(
+    workdir: Path = WORKDIR,
+    checkpoint: Optional[Path] = typer.Option(None, help="Trained heads (default: the newest run's best; none yet: zero-shot)."),
+    zero_shot: bool = typer.Option(False, help="Index CLIP's mean-pooled frames even when a checkpoint exists."),
+    index_type: Optional[str] = typer.Option(None, "--type", help="flat, hnsw, ivf-flat or ivf-pq (default: by collection size)."),
+    memory_mb: Optional[int] = typer.Option(None, help="Memory budget that decides HNSW against IVF-PQ above the exact-search size."),
+    config: Optional[str] = CONFIG,
+    overrides: list[str] = OVERRIDES,
+) -> None:
+    """One embedding per extracted video into a FAISS index, and the re-rank store beside it."""
+    from gais_pipe.index_stage import run_build_index
+
+    cfg = stage_config(workdir, config, overrides)
+    if index_type:
+        cfg["index"]["type"] = index_type
+    if memory_mb:
+        cfg["index"]["memory_mb"] = memory_mb
+    try:
+        record = run_build_index(workdir, cfg, checkpoint, zero_shot)
+    except (*_stage_errors(), RuntimeError) as error:
+        fail(str(error).strip("'\""))
+    how = "added" if record["incremental"] else "indexed"
+    console.print(f"{how} {record['added']} videos ({record['count']} in all) in a {record['kind']} index, "
+                  f"{record['identity']['mode']} embeddings, {record['seconds']:.1f} s -> {workdir / 'index'}", highlight=False)
+
+
+@app.command()
+def query(
+    text: Optional[str] = typer.Argument(None, help="What to look for."),
+    workdir: Path = WORKDIR,
+    k: Optional[int] = typer.Option(None, "-k", help="Answers to show (default: config query.k)."),
+    rerank_k: Optional[int] = typer.Option(None, help="Index candidates re-ranked by the full GAIS score (default: config query.rerank_k)."),
+    queries: Optional[Path] = typer.Option(None, help="A text file with one query per line, answered in one process."),
+    json_output: bool = typer.Option(False, "--json", help="JSON lines for programs instead of a table."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Check that the index was built with these heads."),
+    config: Optional[str] = CONFIG,
+    overrides: list[str] = OVERRIDES,
+) -> None:
+    """Ranked videos for a text query: index search, then re-ranking by the full GAIS score."""
+    import json
+
+    from gais_pipe.query_stage import Searcher, hits_as_dicts
+
+    cfg = stage_config(workdir, config, overrides)
+    texts = [text] if text is not None else []
+    try:
+        if queries is not None:
+            if not queries.is_file():
+                raise FileNotFoundError(f"{queries}: no such queries file")
+            texts += [line.strip() for line in queries.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not texts or any(not t.strip() for t in texts):
+            raise ValueError("empty query: give TEXT or --queries FILE")
+        searcher = Searcher(workdir, cfg, checkpoint)
+        for query_text in texts:
+            hits = searcher.search(query_text, k or int(cfg["query"]["k"]), rerank_k if rerank_k is not None else int(cfg["query"]["rerank_k"]))
+            if json_output:
+                print(json.dumps({"query": query_text, "results": hits_as_dicts(hits)}))
+            else:
+                Console().print(hits_table(query_text, hits, searcher.record["identity"]["mode"]))
+    except (*_stage_errors(), RuntimeError) as error:
+        fail(str(error).strip("'\""))
+
+
+def hits_table(text: str, hits, mode: str) -> Table:
+    table = Table(title=f'"{text}"  ({"re-ranked by the GAIS heads" if mode == "stage1" else "zero-shot CLIP"})')
+    for column in ("rank", "score", "video", "best moment", "audio gate"):
+        table.add_column(column, justify="left" if column == "video" else "right", overflow="fold")
+    for hit in hits:
+        gate = "-" if hit.audio_gate is None else f"{hit.audio_gate:.2f}"
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.path or hit.video, f"{hit.moment:.1f}s", gate)
+    return table
+
+
+@app.command()
+def explain(
+    text: str = typer.Argument(..., help="The query."),
+    video: str = typer.Argument(..., help="A video id (as `info` lists it) or path."),
+    workdir: Path = WORKDIR,
+    out: Optional[Path] = typer.Option(None, help="The PNG to write (default: explain-<video>.png)."),
+    config: Optional[str] = CONFIG,
+    overrides: list[str] = OVERRIDES,
+) -> None:
+    """A PNG of the frames along time with the per-frame audio gate and attention for a query."""
+    from gais_pipe.explain_stage import run_explain
+    from gais_pipe.query_stage import Searcher
+
+    try:
+        searcher = Searcher(workdir, stage_config(workdir, config, overrides))
+        path = run_explain(searcher, text, video, out or Path(f"explain-{Path(video).stem}.png"))
+    except (*_stage_errors(), RuntimeError) as error:
+        fail(str(error).strip("'\""))
+    console.print(f"wrote {path}", highlight=False)
+
+
 @app.command()
 def info(workdir: Path = typer.Argument(Path("gais-work"), help="The workdir to describe.")) -> None:
     """Say what a workdir holds: videos, shards, encoders, config, failures."""

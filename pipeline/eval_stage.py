@@ -36,7 +36,10 @@ def load_head(work: Workdir, checkpoint: Path | None, device: torch.device) -> t
         raise WorkdirError(f"{path}: trained on other features (hash {meta['feature_hash']}) than {work.root} holds")
     identity = meta["identity"]
     model = GAISHead(identity["embed_dim"], identity["audio_dim"], identity["features"]["frames"], meta["config"]["model"])
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise WorkdirError(f"{path}: does not fit this version's heads ({str(error).splitlines()[-1].strip()})") from None
     return model.to(device).eval(), meta, path
 
 

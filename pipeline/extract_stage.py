@@ -150,6 +150,8 @@ def run_extract(
             "audio": record["audio"],
             "config_name": str(config.get("name")),
             "num_shards": count,
+            # where relative video ids point: the VIDEOS folder, or the list file's folder
+            "source_root": str((videos if videos.is_dir() else videos.parent).resolve()),
         }
         writer = ShardWriter(work.features_dir, attrs, index, int(runtime["shard_videos"]), float(runtime["shard_seconds"]), work.add_shard)
         by_id = {r.id: r for r in todo}

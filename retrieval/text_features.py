@@ -38,7 +38,8 @@ class TextEncoder:
         self.cache_path = work.root / "text_features.h5"
 
     @torch.no_grad()
-    def _encode(self, texts: list[str], batch: int = 256) -> np.ndarray:
+    def encode(self, texts: list[str], batch: int = 256) -> np.ndarray:
+        """[len(texts), D] float32, not cached (for queries)."""
         out = []
         for start in range(0, len(texts), batch):
             tokens = self.tokenizer(texts[start : start + batch]).to(self.device)
@@ -60,7 +61,7 @@ class TextEncoder:
         known = {text: i for i, text in enumerate(cached_texts)}
         new = sorted({t for t in texts if t not in known})
         if new:
-            embeddings = self._encode(new).astype(np.float16)
+            embeddings = self.encode(new).astype(np.float16)
             cached_texts += new
             cached = np.concatenate([cached, embeddings])
             known.update({text: len(known) + i for i, text in enumerate(new)})

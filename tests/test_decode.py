@@ -1,6 +1,5 @@
 """Decoding real and generated media: which frames are taken, and where sound lands in time."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

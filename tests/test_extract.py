@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import OPENCV_DATA, extract, features, tiny
+from conftest import OPENCV_DATA, extract, features
 from gais_pipe.extract.shards import read_attrs
 from gais_pipe.extract.workdir import Workdir, WorkdirError
 from media import make_audio_only, make_video, silence, tone

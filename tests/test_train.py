@@ -267,8 +267,8 @@ def test_text_features_are_cached_and_reused(synthetic, monkeypatch):
     encoder = TextEncoder(Workdir(work), torch.device("cpu"))
     first = encoder(["a brand new caption", "another new one"])
     calls = []
-    real = encoder._encode
-    monkeypatch.setattr(encoder, "_encode", lambda texts, batch=256: calls.append(list(texts)) or real(texts, batch))
+    real = encoder.encode
+    monkeypatch.setattr(encoder, "encode", lambda texts, batch=256: calls.append(list(texts)) or real(texts, batch))
     again = encoder(["another new one", "a brand new caption", "a third"])
     assert calls == [["a third"]]  # only the caption not seen before is encoded
     np.testing.assert_array_equal(again[:2], first[[1, 0]])

@@ -1,0 +1,95 @@
+"""`gais-pipe explain`: one query and one video as a picture (the paper's Figure 3): the sampled frames
+along time, and under them how much each frame's fused feature leaned on sound (the audio gate) and
+how much attention the query paid to it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gais_pipe.extract.probe import probe
+from gais_pipe.extract.video_frames import sample_frames
+from gais_pipe.query_stage import Searcher
+from gais_pipe.retrieval.heads import VideoBatch
+
+
+def find_row(searcher: Searcher, video: str) -> int:
+    for row, entry in enumerate(searcher.videos):
+        if video in (entry["id"], entry["path"]) or (entry["path"] and Path(entry["path"]).resolve() == Path(video).resolve()):
+            return row
+    raise KeyError(f"{video}: not in the index (give its id as `gais-pipe info` lists it, or its path)")
+
+
+@torch.no_grad()
+def run_explain(searcher: Searcher, text: str, video: str, out: Path) -> Path:
+    if not text.strip():
+        raise ValueError("empty query")
+    row = find_row(searcher, video)
+    entry = searcher.videos[row]
+    rows = searcher.store.rows(np.array([row]))
+    frames = torch.from_numpy(rows["frame_features"]).float()
+    mask = rows["audio_mask"][0]
+    clip_text = torch.from_numpy(searcher.encoder.encode([text]))
+    if searcher.model is not None:
+        result = searcher.model(clip_text.to(searcher.device), VideoBatch(frames, torch.from_numpy(rows["audio_features"]), torch.from_numpy(rows["audio_mask"])).to(searcher.device), with_stage1=False)
+        gates = result.pooled.gates[0, 0].cpu().numpy()
+        attention = result.pooled.attention[0, 0].cpu().numpy()
+        score, attention_label = float(result.full[0, 0]), "attention"
+    else:  # zero-shot: no gate; how similar each frame is to the query instead of attention
+        gates = None
+        similarity = torch.einsum("d,td->t", F.normalize(clip_text[0], dim=-1), F.normalize(frames[0], dim=-1))
+        attention = similarity.numpy()
+        score, attention_label = float(similarity.mean()), "cos(query, frame)"
+    count = len(attention)
+    thumbnails = None
+    if entry["path"] and Path(entry["path"]).exists():
+        path = Path(entry["path"])
+        thumbnails = sample_frames(path, probe(path), count, 96).pixels
+    return _draw(text, entry["id"], score, rows["frame_times"][0], thumbnails, gates, mask, attention, attention_label, out)
+
+
+def _draw(text, video_id, score, times, thumbnails, gates, mask, attention, attention_label, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(times)
+    figure = plt.figure(figsize=(max(8, count * 1.1), 5.2))
+    grid = figure.add_gridspec(3, count, height_ratios=[1.2, 1, 1], hspace=0.45)
+    for f in range(count):
+        axis = figure.add_subplot(grid[0, f])
+        if thumbnails is not None:
+            axis.imshow(thumbnails[f])
+        else:
+            axis.text(0.5, 0.5, "video\nnot found", ha="center", va="center", fontsize=7)
+        axis.set_title(f"{times[f]:.1f}s", fontsize=8)
+        axis.axis("off")
+    positions = np.arange(count)
+    gate_axis = figure.add_subplot(grid[1, :])
+    if gates is not None:
+        colours = ["tab:orange" if heard else "lightgrey" for heard in mask]
+        gate_axis.bar(positions, np.where(mask, gates, 0.0), color=colours)
+        gate_axis.set_ylim(0, 1)
+        gate_axis.set_ylabel("audio gate")
+        for f in np.flatnonzero(~mask):
+            gate_axis.text(f, 0.05, "no\nsound", ha="center", fontsize=7, color="grey")
+    else:
+        gate_axis.text(0.5, 0.5, "zero-shot index: no trained audio gate", ha="center", va="center", transform=gate_axis.transAxes)
+    gate_axis.set_xticks(positions, [f"{t:.1f}s" for t in times], fontsize=7)
+    attention_axis = figure.add_subplot(grid[2, :])
+    attention_axis.plot(positions, attention, marker="o", color="tab:blue")
+    attention_axis.set_ylabel(attention_label)
+    attention_axis.set_xticks(positions, [f"{t:.1f}s" for t in times], fontsize=7)
+    figure.suptitle(f'"{text}"  vs  {video_id}   (score {score:.3f})', fontsize=10)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    figure.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    os.replace(tmp, out)
+    return out

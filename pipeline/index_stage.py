@@ -1,0 +1,121 @@
+"""The build-index stage: one embedding per extracted video into FAISS, plus the re-rank store.
+
+Before any training the embedding is CLIP's mean-pooled frames (zero-shot); with a checkpoint it is
+the stage-1 embedding e_v of the heads (METHOD.md section 6). Re-running after more videos were
+extracted adds only those, when nothing else changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gais_pipe.distributed import resolve_device
+from gais_pipe.eval_stage import latest_checkpoint, load_head
+from gais_pipe.extract.shards import read_attrs
+from gais_pipe.extract.weights import sha256_file
+from gais_pipe.extract.workdir import Workdir, WorkdirError, read_features
+from gais_pipe.index import faiss_index
+from gais_pipe.index.store import COLUMNS, RerankStore
+from gais_pipe.retrieval.heads import VideoBatch
+
+
+def index_folder(work: Workdir) -> Path:
+    return work.root / "index"
+
+
+def read_record(work: Workdir) -> dict | None:
+    path = index_folder(work) / "record.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+@torch.no_grad()
+def video_embeddings(columns: dict[str, np.ndarray], model, device: torch.device, chunk: int = 1024) -> np.ndarray:
+    """[N, D] unit vectors: the stage-1 embedding with a model, else the mean of unit CLIP frames."""
+    out = []
+    for start in range(0, len(columns["frame_features"]), chunk):
+        frames = torch.from_numpy(columns["frame_features"][start : start + chunk]).to(device).float()
+        if model is None:
+            out.append(F.normalize(F.normalize(frames, dim=-1).mean(dim=1), dim=-1).cpu())
+        else:
+            audio = torch.from_numpy(columns["audio_features"][start : start + chunk])
+            mask = torch.from_numpy(columns["audio_mask"][start : start + chunk])
+            out.append(model.stage1(VideoBatch(frames, audio, mask).to(device)).cpu())
+    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def _source_roots(work: Workdir) -> dict[str, str | None]:
+    return {shard.name: read_attrs(shard).get("source_root") for shard in work.shards()}
+
+
+def _video_path(video_id: str, root: str | None) -> str | None:
+    return video_id if Path(video_id).is_absolute() else (str(Path(root) / video_id) if root else None)
+
+
+def run_build_index(workdir: Path, config: dict, checkpoint: Path | None = None, zero_shot: bool = False) -> dict:
+    work = Workdir(workdir)
+    features = work.identity()
+    if features is None:
+        raise WorkdirError(f"{workdir}: no features yet; run `gais-pipe extract` first")
+    device = resolve_device(config["runtime"]["device"])
+    model, path = None, None
+    if not zero_shot:
+        try:
+            path = checkpoint or latest_checkpoint(work)
+        except FileNotFoundError:
+            path = None  # nothing trained yet: zero-shot
+        if path is not None:
+            model, _, path = load_head(work, path, device)
+    identity = {
+        "feature_hash": features["feature_hash"],
+        "mode": "stage1" if model is not None else "zero-shot",
+        "checkpoint": str(path) if path else None,
+        "checkpoint_sha256": sha256_file(path) if path else None,
+    }
+    folder = index_folder(work)
+    store = RerankStore(folder / "store")
+    located = work.rows()
+    previous = read_record(work)
+    indexed = store.videos() if previous and store.exists() else []
+    unchanged = all(v["id"] in located and located[v["id"]].size == v["size"] and located[v["id"]].mtime == v["mtime"] for v in indexed)
+    new_ids = sorted(set(located) - {v["id"] for v in indexed})
+    total = len(indexed) + len(new_ids)
+    dim = features["identity"]["embed_dim"]
+    kind = faiss_index.choose_kind(total, dim, config["index"])
+    incremental = previous is not None and previous["identity"] == identity and unchanged and previous["kind"] == kind and previous["count"] == len(indexed)
+    if not incremental:
+        shutil.rmtree(folder, ignore_errors=True)
+        indexed, new_ids = [], sorted(located)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    roots = _source_roots(work)
+    columns = read_features(work, [*COLUMNS, "duration"], new_ids) if new_ids else None
+    if new_ids:
+        vectors = video_embeddings(columns, model, device)
+        ids = np.arange(len(indexed), len(indexed) + len(new_ids))
+        if incremental:
+            index = faiss_index.load(folder / "videos.faiss")
+            index.add_with_ids(vectors, ids)
+        else:
+            index = faiss_index.build(vectors, ids, kind, config["index"])
+        faiss_index.save(index, folder / "videos.faiss")
+        metadata = []
+        for i, video_id in enumerate(new_ids):
+            ref = located[video_id]
+            metadata.append({"id": video_id, "path": _video_path(video_id, roots.get(ref.shard.name)), "duration": float(columns["duration"][i]),
+                             "shard": ref.shard.name, "row": ref.row, "size": ref.size, "mtime": ref.mtime})
+        store.append({name: columns[name] for name in COLUMNS}, metadata)
+    record = {"identity": identity, "kind": kind, "count": total, "dim": dim, "built": time.time(),
+              "added": len(new_ids), "incremental": incremental, "seconds": time.perf_counter() - started}
+    tmp = folder / f".record.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, folder / "record.json")
+    return record
