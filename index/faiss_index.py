@@ -40,6 +40,20 @@ def choose_kind(count: int, dim: int, cfg: dict) -> str:
     return "hnsw" if hnsw_bytes <= int(cfg["memory_mb"]) * 2**20 else "ivf-pq"
 
 
+def pq_code_bytes(count: int, dim: int, cfg: dict) -> int:
+    """PQ code size: as configured, or (0) the largest that keeps the codes within the memory budget.
+    Recall grows with the code: on clustered 512-d vectors, recall@10 was 0.41 / 0.64 / 0.85 at 64 /
+    128 / 256 bytes (benchmarks/index_bench.py)."""
+    wanted = int(cfg.get("pq_bytes", 0))
+    if not wanted:
+        budget = int(cfg["memory_mb"]) * 2**20
+        wanted = next((b for b in (256, 128, 64, 32, 16, 8) if count * (b + 8) <= budget), 8)
+    wanted = min(wanted, dim)
+    while dim % wanted:  # PQ splits the vector into equal sub-vectors
+        wanted -= 1
+    return wanted
+
+
 def build(vectors: np.ndarray, ids: np.ndarray, kind: str, cfg: dict):
     """A trained, filled index (on the CPU; `to_device` moves it to a GPU for search)."""
     fa = require_faiss()
@@ -51,16 +65,21 @@ def build(vectors: np.ndarray, ids: np.ndarray, kind: str, cfg: dict):
         inner = fa.IndexHNSWFlat(dim, int(cfg["hnsw_m"]), fa.METRIC_INNER_PRODUCT)
         inner.hnsw.efSearch = int(cfg["hnsw_ef_search"])
     else:
-        lists = max(1, min(int(4 * math.sqrt(count)), count // 39))  # FAISS wants >= 39 points per list
+        lists = max(1, min(int(math.sqrt(count)), count // 39))  # FAISS wants >= 39 points per list
         quantizer = fa.IndexFlatIP(dim)
         if kind == "ivf-flat":
             inner = fa.IndexIVFFlat(quantizer, dim, lists, fa.METRIC_INNER_PRODUCT)
         else:
-            code = int(cfg["pq_bytes"])
-            while dim % code:
-                code -= 1
+            code = pq_code_bytes(count, dim, cfg)
             inner = fa.IndexIVFPQ(quantizer, dim, lists, code, 8, fa.METRIC_INNER_PRODUCT)
-        inner.train(vectors)
+        # k-means on a sample: 64 points per list is plenty, and keeps a 1M build in seconds
+        sample = np.random.default_rng(0).choice(count, size=min(count, 64 * lists), replace=False)
+        if cfg.get("use_gpu", True) and gpu_count():  # train on the GPU, fill and save on the CPU
+            trained = fa.index_cpu_to_all_gpus(inner)
+            trained.train(vectors[np.sort(sample)])
+            inner = fa.index_gpu_to_cpu(trained)
+        else:
+            inner.train(vectors[np.sort(sample)])
         inner.nprobe = int(cfg["ivf_nprobe"])
     index = fa.IndexIDMap2(inner)
     index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))

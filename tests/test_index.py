@@ -42,6 +42,10 @@ def test_index_kind_follows_size_and_memory_budget():
     assert faiss_index.choose_kind(10, 512, index_cfg(type="ivf-flat")) == "ivf-flat"
     with pytest.raises(ValueError, match="unknown index type"):
         faiss_index.choose_kind(10, 512, index_cfg(type="annoy"))
+    # IVF-PQ codes: the largest that fits the budget, a divisor of the width
+    assert faiss_index.pq_code_bytes(1_000_000, 512, index_cfg(memory_mb=4096, pq_bytes=0)) == 256
+    assert faiss_index.pq_code_bytes(10_000_000, 512, index_cfg(memory_mb=1024, pq_bytes=0)) == 64
+    assert faiss_index.pq_code_bytes(1000, 96, index_cfg(pq_bytes=64)) == 48
 
 
 def test_exact_index_ranks_like_numpy_brute_force():
@@ -59,7 +63,7 @@ def test_approximate_indexes_find_most_true_neighbours(kind, tmp_path):
     vectors = centres[np.arange(4000) % 40] + 0.3 * unit(4000, 64)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     queries = vectors[:50] + 0.05 * unit(50, 64, seed=2)  # near-duplicate queries
-    index = faiss_index.build(vectors, np.arange(4000), kind, index_cfg(pq_bytes=16, ivf_nprobe=16))
+    index = faiss_index.build(vectors, np.arange(4000), kind, index_cfg(pq_bytes=32, ivf_nprobe=16))
     faiss_index.save(index, tmp_path / "i.faiss")
     _, ids = faiss_index.load(tmp_path / "i.faiss").search(queries.astype(np.float32), 10)
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
