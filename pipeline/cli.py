@@ -233,6 +233,23 @@ def explain(
     console.print(f"wrote {path}", highlight=False)
 
 
+@app.command("make-synthetic")
+def make_synthetic_command(
+    out: Path = typer.Argument(..., help="Folder for videos/ and captions.jsonl."),
+    videos: int = typer.Option(240, help="How many videos."),
+    seed: int = typer.Option(0, help="Same seed, same collection."),
+) -> None:
+    """Make a captioned audio-visual test collection: shapes, colours, motions, tones, words and noise."""
+    from rich.progress import Progress
+
+    from gais_pipe.synthetic import make_synthetic
+
+    with Progress(console=console) as progress:
+        task = progress.add_task("make-synthetic", total=videos)
+        made = make_synthetic(out, videos, seed, lambda done, total: progress.update(task, completed=done))
+    console.print(f"{made['videos']} videos in {made['folder']}, {made['captions']} captions in {made['captions_file']}", highlight=False)
+
+
 @app.command()
 def info(workdir: Path = typer.Argument(Path("gais-work"), help="The workdir to describe.")) -> None:
     """Say what a workdir holds: videos, shards, encoders, config, failures."""
