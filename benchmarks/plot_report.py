@@ -1,0 +1,61 @@
+"""Plots for BENCHMARKS.md from the figures in benchmarks/results/ (written by the benchmark scripts'
+--json option): query latency against collection size, and extraction throughput per stage.
+
+    .venv/bin/python benchmarks/plot_report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).parent
+RESULTS, FIGURES = HERE / "results", HERE / "figures"
+
+
+def latency_plot() -> Path:
+    rows = []
+    for path in sorted(RESULTS.glob("index_*.json")):
+        rows += json.loads(path.read_text())["index"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for kind in sorted({r["kind"] for r in rows}):
+        points = sorted({r["videos"]: r["p50_ms"] for r in rows if r["kind"] == kind}.items())
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=kind)
+    axis.axhline(20, color="grey", linestyle="--", linewidth=1, label="20 ms target")
+    axis.set(xscale="log", yscale="log", xlabel="videos in the index", ylabel="p50 query latency (ms, 1 query, warm)",
+             title="Index search latency, 512-d, 2 CPU cores")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    out = FIGURES / "latency.png"
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+def extraction_plot() -> Path:
+    runs = {"tiny": json.loads((RESULTS / "extract_tiny.json").read_text()), "ViT-B-32": json.loads((RESULTS / "extract_vitb32.json").read_text())}
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    labels = ["decode only", "encode only", "pipeline"]
+    width = 0.35
+    for i, (name, run) in enumerate(runs.items()):
+        values = [run["decode_videos_per_s"], run["encode_videos_per_s"], run["pipeline_videos_per_s"]]
+        bars = axis.bar([x + i * width for x in range(3)], values, width, label=name)
+        axis.bar_label(bars, fmt="%.1f", fontsize=7)
+    axis.set_xticks([x + width / 2 for x in range(3)], labels)
+    axis.set(yscale="log", ylabel="videos/s (log)", title="Extraction throughput, 2 CPU cores (320x240 h264, 8 s / 6 s)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    out = FIGURES / "extraction.png"
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+if __name__ == "__main__":
+    FIGURES.mkdir(exist_ok=True)
+    print(latency_plot(), extraction_plot())
