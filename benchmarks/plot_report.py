@@ -30,11 +30,7 @@ def latency_plot() -> Path:
     axis.set(xscale="log", yscale="log", xlabel="videos in the index", ylabel="p50 query latency (ms, 1 query, warm)",
              title="Index search latency, 512-d, 2 CPU cores")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    out = FIGURES / "latency.png"
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return _save(figure, "latency.png")
 
 
 def extraction_plot() -> Path:
@@ -49,8 +45,12 @@ def extraction_plot() -> Path:
     axis.set_xticks([x + width / 2 for x in range(3)], labels)
     axis.set(yscale="log", ylabel="videos/s (log)", title="Extraction throughput, 2 CPU cores (320x240 h264, 8 s / 6 s)")
     axis.legend(fontsize=8)
+    return _save(figure, "extraction.png")
+
+
+def _save(figure, name: str) -> Path:
     figure.tight_layout()
-    out = FIGURES / "extraction.png"
+    out = FIGURES / name
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out

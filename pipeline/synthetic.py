@@ -123,6 +123,36 @@ def _audio(spec: Spec, rng: np.random.Generator) -> np.ndarray | None:
     return None
 
 
+def encode_frames(container, stream, frames) -> None:
+    """Encode RGB frames (an iterable of [H, W, 3] uint8) into `stream`, frame i at pts i."""
+    for i, frame in enumerate(frames):
+        picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        picture.pts = i
+        for packet in stream.encode(picture):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+
+
+def encode_mono_audio(container, stream, samples: np.ndarray) -> None:
+    """Encode float samples in [-1, 1] at the stream's rate, in the codec's own sample format."""
+    ctx = stream.codec_context
+    chunk = ctx.frame_size or 1024
+    fmt = ctx.format.name
+    scale = {"s16": (np.int16, 32767), "s32": (np.int32, 2147483647)}.get(fmt[:3])
+    for start in range(0, len(samples), chunk):
+        piece = np.asarray(samples[start : start + chunk], np.float32)
+        if len(piece) < chunk and ctx.frame_size:
+            piece = np.pad(piece, (0, chunk - len(piece)))
+        data = (np.clip(piece, -1, 1) * scale[1]).astype(scale[0]) if scale else piece
+        block = av.AudioFrame.from_ndarray(data.reshape(1, -1), format=fmt, layout="mono")
+        block.sample_rate, block.pts = stream.rate, start
+        for packet in stream.encode(block):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+
+
 def _write(path: Path, frames: np.ndarray, audio: np.ndarray | None, container: str) -> None:
     codecs = {"mp4": ("libx264", "aac"), "mkv": ("libx264", "pcm_s16le"), "webm": ("libvpx", "libopus")}
     vcodec, acodec = codecs[container]
@@ -133,34 +163,15 @@ def _write(path: Path, frames: np.ndarray, audio: np.ndarray | None, container: 
         if vcodec == "libx264":
             video.options = {"preset": "ultrafast", "crf": "18", "threads": "1"}
         sound = None
-        if audio is not None:
+        if audio is not None:  # every stream is added before the first packet is written
             rate = 48000 if acodec == "libopus" else RATE
             sound = out.add_stream(acodec, rate=rate)
             sound.layout = "mono"
             if rate != RATE:
                 audio = np.interp(np.arange(int(len(audio) * rate / RATE)) * RATE / rate, np.arange(len(audio)), audio).astype(np.float32)
-        for i, frame in enumerate(frames):
-            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            picture.pts = i
-            for packet in video.encode(picture):
-                out.mux(packet)
-        for packet in video.encode(None):
-            out.mux(packet)
+        encode_frames(out, video, frames)
         if sound is not None:
-            ctx = sound.codec_context
-            chunk = ctx.frame_size or 1024
-            fmt = ctx.format.name
-            for start in range(0, len(audio), chunk):
-                piece = np.asarray(audio[start : start + chunk], np.float32)
-                if len(piece) < chunk and ctx.frame_size:
-                    piece = np.pad(piece, (0, chunk - len(piece)))
-                data = (np.clip(piece, -1, 1) * 32767).astype(np.int16) if fmt.startswith("s16") else piece
-                block = av.AudioFrame.from_ndarray(data.reshape(1, -1), format=fmt, layout="mono")
-                block.sample_rate, block.pts = sound.rate, start
-                for packet in sound.encode(block):
-                    out.mux(packet)
-            for packet in sound.encode(None):
-                out.mux(packet)
+            encode_mono_audio(out, sound, audio)
 
 
 def plan(count: int, seed: int) -> list[Spec]:

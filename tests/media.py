@@ -8,6 +8,8 @@ from typing import Callable
 import av
 import numpy as np
 
+from gais_pipe.synthetic import encode_frames, encode_mono_audio
+
 
 def grey_frame(value: int, width: int, height: int) -> np.ndarray:
     return np.full((height, width, 3), value, np.uint8)
@@ -25,31 +27,6 @@ def tone(freq: float, start: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
 
 def silence(t: np.ndarray) -> np.ndarray:
     return np.zeros_like(t)
-
-
-def _write_audio(container, stream, signal, seconds: float, rate: int) -> None:
-    ctx = stream.codec_context
-    chunk = ctx.frame_size or 1024
-    t = np.arange(int(round(seconds * rate))) / rate
-    samples = signal(t).astype(np.float32)
-    fmt = ctx.format.name
-    for start in range(0, len(samples), chunk):
-        piece = samples[start : start + chunk]
-        if len(piece) < chunk and ctx.frame_size:
-            piece = np.pad(piece, (0, chunk - len(piece)))
-        if fmt.startswith("s16"):
-            data = (np.clip(piece, -1, 1) * 32767).astype(np.int16)
-        elif fmt.startswith("s32"):
-            data = (np.clip(piece, -1, 1) * 2147483647).astype(np.int32)
-        else:
-            data = piece
-        frame = av.AudioFrame.from_ndarray(data.reshape(1, -1), format=fmt, layout="mono")
-        frame.sample_rate = rate
-        frame.pts = start
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode(None):
-        container.mux(packet)
 
 
 def make_video(
@@ -88,15 +65,11 @@ def make_video(
         if acodec is not None:
             sound = container.add_stream(acodec, rate=sample_rate)
             sound.layout = "mono"
-        for index in range(count):
-            frame = av.VideoFrame.from_ndarray(grey_frame(frame_value(index), width, height), format="rgb24")
-            frame.pts = index
-            for packet in video.encode(frame):
-                container.mux(packet)
-        for packet in video.encode(None):
-            container.mux(packet)
+        encode_frames(container, video, (grey_frame(frame_value(index), width, height) for index in range(count)))
         if sound is not None:
-            _write_audio(container, sound, audio or tone(440.0), audio_seconds if audio_seconds is not None else count / fps, sample_rate)
+            duration = audio_seconds if audio_seconds is not None else count / fps
+            t = np.arange(int(round(duration * sample_rate))) / sample_rate
+            encode_mono_audio(container, sound, (audio or tone(440.0))(t))
     return path
 
 
@@ -104,5 +77,6 @@ def make_audio_only(path: Path, seconds: float = 1.0) -> Path:
     with av.open(str(path), "w") as container:
         sound = container.add_stream("aac", rate=16000)
         sound.layout = "mono"
-        _write_audio(container, sound, tone(440.0), seconds, 16000)
+        t = np.arange(int(round(seconds * 16000))) / 16000
+        encode_mono_audio(container, sound, tone(440.0)(t))
     return path
