@@ -49,10 +49,9 @@ TRAIN = ["train.epochs=15", "train.lr=1e-3", "train.batch_size=32"]
 
 
 @torch.no_grad()
-def gate_distributions(work: Path, checkpoint: Path, captions_file: Path, facts: dict) -> dict[str, list[float]]:
+def gate_distributions(work: Path, checkpoint: Path, split, facts: dict) -> dict[str, list[float]]:
     """Mean gate per (caption, its own video) pair on the test split: sound named vs pure noise."""
     model, _, _ = load_head(Workdir(work), checkpoint, torch.device("cpu"))
-    split = join(Workdir(work), load_captions(captions_file), TextEncoder(Workdir(work), torch.device("cpu")), False)[0]["test"]
     named, noise = [], []
     for j, text in enumerate(split.text_features):
         video_index = int(split.caption_video[j])
@@ -78,19 +77,20 @@ def run_seed(seed: int, videos: int, out: Path, k: int) -> dict:
     work = folder / "work"
     quiet = Console(quiet=True)
     run_extract(Path(made["folder"]), work, load_config("tiny"), console=quiet, show_progress=False)
+    # the test split is the same for every variant: joined (features read, captions embedded) once
+    split = join(Workdir(work), load_captions(captions), TextEncoder(Workdir(work), torch.device("cpu")), False)[0]["test"]
     results = {}
     for name, overrides in VARIANTS.items():
         config = load_config("tiny", [*TRAIN, f"train.seed={seed}", *overrides])
         trained = run_train(work, captions, config, run_name=name, console=quiet, show_progress=False)
         model, _, _ = load_head(Workdir(work), trained.run_dir / "best.safetensors", torch.device("cpu"))
-        split = join(Workdir(work), load_captions(captions), TextEncoder(Workdir(work), torch.device("cpu")), False)[0]["test"]
         scores = evaluate(model, split, torch.device("cpu"), rerank_k=k if name == "fgf-svsp" else 0)
         results[name] = {m: scores["full"]["t2v"][m] for m in ("R@1", "R@5", "R@10")}
         if name == "fgf-svsp":
             results["two-stage"] = {m: scores[f"two-stage@{k}"]["t2v"][m] for m in ("R@1", "R@5", "R@10")}
             results["stage1-only"] = {m: scores["stage1"]["t2v"][m] for m in ("R@1", "R@5", "R@10")}
         print(f"seed {seed} {name}: {results[name]}", flush=True)
-    results["gates"] = gate_distributions(work, work / "runs/fgf/best.safetensors", captions, facts)
+    results["gates"] = gate_distributions(work, work / "runs/fgf/best.safetensors", split, facts)
     results["test_videos"] = len(split.video_ids)
     return results
 

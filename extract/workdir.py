@@ -188,11 +188,13 @@ class Workdir:
         ]
 
 
-def read_features(work: Workdir, names: list[str] | None = None, video_ids: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Columns for every extracted video (or the ones asked for), in video-id order, newest rows only."""
+def read_features(work: Workdir, names: list[str] | None = None, video_ids: list[str] | None = None,
+                  located: dict[str, RowRef] | None = None) -> dict[str, np.ndarray]:
+    """Columns for every extracted video (or the ones asked for), in video-id order, newest rows only.
+    `located` is `work.rows()` when the caller already has it (it reads every shard's index)."""
     from .shards import read_rows
 
-    located = work.rows()
+    located = work.rows() if located is None else located
     wanted = sorted(located) if video_ids is None else list(video_ids)
     missing = [v for v in wanted if v not in located]
     if missing:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
@@ -11,10 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gais_pipe.distributed import resolve_device
-from gais_pipe.extract.workdir import Workdir, WorkdirError
-from gais_pipe.retrieval.captions import carve_validation, load_captions
+from gais_pipe.extract.workdir import Workdir, WorkdirError, write_json_atomically
 from gais_pipe.retrieval.checkpoints import load_checkpoint
-from gais_pipe.retrieval.data import join
+from gais_pipe.retrieval.data import caption_splits
 from gais_pipe.retrieval.evaluate import evaluate
 from gais_pipe.retrieval.heads import GAISHead
 from gais_pipe.retrieval.text_features import TextEncoder
@@ -34,8 +31,7 @@ def load_head(work: Workdir, checkpoint: Path | None, device: torch.device) -> t
     record = work.identity()
     if record is None or record["feature_hash"] != meta["feature_hash"]:
         raise WorkdirError(f"{path}: trained on other features (hash {meta['feature_hash']}) than {work.root} holds")
-    identity = meta["identity"]
-    model = GAISHead(identity["embed_dim"], identity["audio_dim"], identity["features"]["frames"], meta["config"]["model"])
+    model = GAISHead.for_features(meta["identity"], meta["config"]["model"])
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -49,8 +45,7 @@ def run_eval(workdir: Path, config: dict, split: str = "test", checkpoint: Path 
     work = Workdir(workdir)
     model, meta, path = load_head(work, checkpoint, device)
     captions_path = captions_path or Path(meta["captions"])
-    captions = carve_validation(load_captions(captions_path, dataset or meta.get("dataset")), float(meta["config"]["train"]["val_ratio"]), int(meta["config"]["train"]["seed"]))
-    splits, _ = join(work, captions, TextEncoder(work, device), allow_missing)
+    splits, _ = caption_splits(work, captions_path, dataset or meta.get("dataset"), meta["config"]["train"], TextEncoder(work, device), allow_missing)
     if split not in splits:
         raise WorkdirError(f"{captions_path}: no {split} captions among the extracted videos")
     eval_cfg = config["eval"]
@@ -59,9 +54,7 @@ def run_eval(workdir: Path, config: dict, split: str = "test", checkpoint: Path 
     results["checkpoint"] = str(path)
     results["epoch"] = meta.get("epoch")
     out = path.parent / f"eval-{split}.json"
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out)
+    write_json_atomically(out, results)
     results["json"] = str(out)
     return results
 

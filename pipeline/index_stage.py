@@ -8,7 +8,6 @@ extracted adds only those, when nothing else changed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from gais_pipe.distributed import resolve_device
 from gais_pipe.eval_stage import latest_checkpoint, load_head
 from gais_pipe.extract.shards import read_attrs
 from gais_pipe.extract.weights import sha256_file
-from gais_pipe.extract.workdir import Workdir, WorkdirError, read_features
+from gais_pipe.extract.workdir import Workdir, WorkdirError, read_features, write_json_atomically
 from gais_pipe.index import faiss_index
 from gais_pipe.index.store import COLUMNS, RerankStore
 from gais_pipe.retrieval.heads import VideoBatch
@@ -97,7 +96,7 @@ def run_build_index(workdir: Path, config: dict, checkpoint: Path | None = None,
 
     started = time.perf_counter()
     roots = _source_roots(work)
-    columns = read_features(work, [*COLUMNS, "duration"], new_ids) if new_ids else None
+    columns = read_features(work, [*COLUMNS, "duration"], new_ids, located) if new_ids else None
     if new_ids:
         vectors = video_embeddings(columns, model, device)
         ids = np.arange(len(indexed), len(indexed) + len(new_ids))
@@ -115,7 +114,5 @@ def run_build_index(workdir: Path, config: dict, checkpoint: Path | None = None,
         store.append({name: columns[name] for name in COLUMNS}, metadata)
     record = {"identity": identity, "kind": kind, "count": total, "dim": dim, "built": time.time(),
               "added": len(new_ids), "incremental": incremental, "seconds": time.perf_counter() - started}
-    tmp = folder / f".record.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, folder / "record.json")
+    write_json_atomically(folder / "record.json", record)
     return record

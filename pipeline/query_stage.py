@@ -21,7 +21,7 @@ from gais_pipe.extract.weights import sha256_file
 from gais_pipe.extract.workdir import Workdir, WorkdirError
 from gais_pipe.index import faiss_index
 from gais_pipe.index.store import RerankStore
-from gais_pipe.index_stage import index_folder, read_record
+from gais_pipe.index_stage import index_folder, read_record, video_embeddings
 from gais_pipe.retrieval.heads import VideoBatch
 from gais_pipe.retrieval.text_features import TextEncoder
 
@@ -80,7 +80,8 @@ class Searcher:
         frames = torch.from_numpy(rows["frame_features"]).to(self.device).float()
         if self.model is None:  # zero-shot: the index score is the answer
             frame_cos = torch.einsum("d,mtd->mt", query[0], F.normalize(frames, dim=-1))
-            final = dict(zip(order.tolist(), (F.normalize(F.normalize(frames, dim=-1).mean(1), dim=-1) @ query[0]).tolist()))
+            embeddings = torch.from_numpy(video_embeddings(rows, None, self.device)).to(self.device)
+            final = dict(zip(order.tolist(), (embeddings @ query[0]).tolist()))
             moments = dict(zip(order.tolist(), frame_cos.argmax(dim=1).tolist()))
             gates = {}
         else:

@@ -25,9 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from gais_pipe.config import Config, short_hash
 from gais_pipe.distributed import resolve_device
 from gais_pipe.extract.workdir import Workdir, WorkdirError
-from gais_pipe.retrieval.captions import carve_validation, load_captions
 from gais_pipe.retrieval.checkpoints import load_training_state, save_checkpoint, save_training_state
-from gais_pipe.retrieval.data import Split, join
+from gais_pipe.retrieval.data import Split, caption_splits
 from gais_pipe.retrieval.evaluate import evaluate
 from gais_pipe.retrieval.heads import GAISHead, VideoBatch
 from gais_pipe.retrieval.losses import adaptive_margin, support_text_scores, symmetric_info_nce
@@ -40,11 +39,6 @@ class TrainResult:
     best_epoch: int
     best_val_r1: float
     history: list[dict] = field(default_factory=list)
-
-
-def build_model(record: dict, config: Config) -> GAISHead:
-    identity = record["identity"]
-    return GAISHead(identity["embed_dim"], identity["audio_dim"], identity["features"]["frames"], config["model"])
 
 
 def _gather_rows(blocks: list[torch.Tensor], world: int) -> list[torch.Tensor]:
@@ -180,8 +174,7 @@ def run_train(
     if record is None:
         raise WorkdirError(f"{workdir}: no features yet; run `gais-pipe extract` first")
 
-    captions = carve_validation(load_captions(captions_path, dataset), float(train_cfg["val_ratio"]), int(train_cfg["seed"]))
-    splits, report = join(work, captions, TextEncoder(work, device), allow_missing, lazy=bool(train_cfg["lazy_features"]))
+    splits, report = caption_splits(work, captions_path, dataset, train_cfg, TextEncoder(work, device), allow_missing, bool(train_cfg["lazy_features"]))
     if report.missing and rank == 0:
         console.print(f"[yellow]skipped {len(report.missing)} captioned videos that are not extracted (first: {', '.join(report.missing[:5])})", highlight=False)
     if "train" not in splits or "val" not in splits:
@@ -195,7 +188,7 @@ def run_train(
             "captions": str(captions_path), "dataset": dataset}
 
     torch.manual_seed(int(train_cfg["seed"]))
-    model = build_model(record, config).to(device)
+    model = GAISHead.for_features(record["identity"], config["model"]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(train_cfg["lr"]), weight_decay=float(train_cfg["weight_decay"]))
     steps_per_epoch = len(epoch_batches(train, int(train_cfg["batch_size"]), int(train_cfg["seed"]), 0, world))
     scheduler = _schedule(optimizer, steps_per_epoch * int(train_cfg["epochs"]), float(train_cfg["warmup_fraction"]))

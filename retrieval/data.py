@@ -64,6 +64,16 @@ class JoinReport:
     missing: list[str]  # annotation ids with no extracted video
 
 
+def caption_splits(work: Workdir, captions_path, dataset: str | None, train_cfg: dict, encode_texts, allow_missing: bool,
+                   lazy: bool = False) -> tuple[dict[str, Split], JoinReport]:
+    """Load the annotations, carve val from train as the training config says, and join to features.
+    Train and eval both come here, so eval sees exactly the splits training saw."""
+    from .captions import carve_validation, load_captions
+
+    captions = carve_validation(load_captions(captions_path, dataset), float(train_cfg["val_ratio"]), int(train_cfg["seed"]))
+    return join(work, captions, encode_texts, allow_missing, lazy)
+
+
 def join(work: Workdir, captions: list[Caption], encode_texts, allow_missing: bool, lazy: bool = False) -> tuple[dict[str, Split], JoinReport]:
     """Match captions to extracted videos and embed them; missing videos stop the run unless allowed.
 
@@ -79,7 +89,7 @@ def join(work: Workdir, captions: list[Caption], encode_texts, allow_missing: bo
     if not kept:
         raise CaptionError(f"no caption matches an extracted video in {work.root}")
     wanted = sorted({mapping[c.video] for c in kept})
-    columns = None if lazy else read_features(work, list(ShardVideos.COLUMNS), wanted)
+    columns = None if lazy else read_features(work, list(ShardVideos.COLUMNS), wanted, located)
     row_of = {video_id: i for i, video_id in enumerate(wanted)}
     embeddings = encode_texts([c.text for c in kept])
     splits = {}

@@ -121,6 +121,11 @@ class GAISHead(nn.Module):
         scale = cfg.get("logit_scale_init", 1 / 0.07)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(float(scale))))
 
+    @classmethod
+    def for_features(cls, identity: dict, model_cfg: dict) -> "GAISHead":
+        """The heads for a workdir's features (its recorded identity: widths and frame count)."""
+        return cls(identity["embed_dim"], identity["audio_dim"], identity["features"]["frames"], model_cfg)
+
     # --- text ---------------------------------------------------------------------------
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         text = text.float()
