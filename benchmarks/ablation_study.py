@@ -78,7 +78,9 @@ def run_seed(seed: int, videos: int, out: Path, k: int) -> dict:
     quiet = Console(quiet=True)
     run_extract(Path(made["folder"]), work, load_config("tiny"), console=quiet, show_progress=False)
     # the test split is the same for every variant: joined (features read, captions embedded) once
-    split = join(Workdir(work), load_captions(captions), TextEncoder(Workdir(work), torch.device("cpu")), False)[0]["test"]
+    split = join(Workdir(work), load_captions(captions), TextEncoder(Workdir(work), torch.device("cpu")), False)[0][
+        "test"
+    ]
     results = {}
     for name, overrides in VARIANTS.items():
         config = load_config("tiny", [*TRAIN, f"train.seed={seed}", *overrides])
@@ -107,7 +109,11 @@ def plot_gates(per_seed: list[dict], path: Path) -> None:
     bins = np.linspace(0, 1, 41)
     axis.hist(named, bins=bins, alpha=0.6, label=f"sound named in the caption (n={len(named)})")
     axis.hist(noise, bins=bins, alpha=0.6, label=f"pure noise, not named (n={len(noise)})")
-    axis.set(xlabel="mean FGF audio gate over the video's frames", ylabel="caption-video pairs", title="Does the gate open for sound the query needs?")
+    axis.set(
+        xlabel="mean FGF audio gate over the video's frames",
+        ylabel="caption-video pairs",
+        title="Does the gate open for sound the query needs?",
+    )
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -130,16 +136,35 @@ def main() -> int:
         cells = []
         for metric in ("R@1", "R@5", "R@10"):
             values = np.array([r[name][metric] for r in per_seed])
-            summary.setdefault(name, {})[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+            summary.setdefault(name, {})[metric] = {
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            }
             cells.append(f"{values.mean():.1f} ± {summary[name][metric]['std']:.1f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
     named = [g for r in per_seed for g in r["gates"]["named"]]
     noise = [g for r in per_seed for g in r["gates"]["noise"]]
-    summary["gates"] = {"named_mean": float(np.mean(named)), "noise_mean": float(np.mean(noise)), "named_n": len(named), "noise_n": len(noise)}
-    print(f"\nmean FGF gate: sound named {summary['gates']['named_mean']:.3f} (n={len(named)}), pure noise {summary['gates']['noise_mean']:.3f} (n={len(noise)})")
-    print(f"test videos per seed: {[r['test_videos'] for r in per_seed]}; chance R@1 = {100 / np.mean([r['test_videos'] for r in per_seed]):.1f}")
+    summary["gates"] = {
+        "named_mean": float(np.mean(named)),
+        "noise_mean": float(np.mean(noise)),
+        "named_n": len(named),
+        "noise_n": len(noise),
+    }
+    print(
+        f"\nmean FGF gate: sound named {summary['gates']['named_mean']:.3f} (n={len(named)}), pure noise "
+        f"{summary['gates']['noise_mean']:.3f} (n={len(noise)})"
+    )
+    print(
+        f"test videos per seed: {[r['test_videos'] for r in per_seed]}; chance R@1 = "
+        f"{100 / np.mean([r['test_videos'] for r in per_seed]):.1f}"
+    )
     plot_gates(per_seed, args.out / "gates.png")
-    (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "per_seed": per_seed}, indent=1))
+    (args.out / "results.json").write_text(
+        json.dumps(
+            {"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "per_seed": per_seed},
+            indent=1,
+        )
+    )
     return 0
 
 

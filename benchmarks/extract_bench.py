@@ -47,7 +47,7 @@ from gais_pipe.extract.clip_model import load_clip
 from gais_pipe.extract.discover import Problem, VideoRef, discover
 from gais_pipe.extract.mapper import FeatureMapper, FeatureRow
 from gais_pipe.extract.probe import probe
-from gais_pipe.extract.reader import DecodeSpec, DecodedVideo, decoded_stream
+from gais_pipe.extract.reader import DecodedVideo, DecodeSpec, decoded_stream
 from gais_pipe.extract.soundtrack import decode_soundtrack
 from gais_pipe.extract.video_frames import sample_frames
 
@@ -55,7 +55,16 @@ console = Console()
 
 
 # --- test videos ------------------------------------------------------------------------------
-def make_video(path: Path, seconds: float, seed: int, width: int = 320, height: int = 240, fps: int = 25, audio_rate: int = 44100, preset: str = "medium") -> None:
+def make_video(
+    path: Path,
+    seconds: float,
+    seed: int,
+    width: int = 320,
+    height: int = 240,
+    fps: int = 25,
+    audio_rate: int = 44100,
+    preset: str = "medium",
+) -> None:
     rng = np.random.default_rng(seed)
     frames = int(round(seconds * fps))
     with av.open(str(path), "w") as container:
@@ -64,7 +73,9 @@ def make_video(path: Path, seconds: float, seed: int, width: int = 320, height: 
         video.options = {"preset": preset}
         audio = container.add_stream("aac", rate=audio_rate, layout="mono")
         xs, ys = np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)
-        noise = [rng.normal(0, 6, (height, width, 3)).astype(np.float32) for _ in range(16)]  # cycled: cheap, still noisy
+        noise = [
+            rng.normal(0, 6, (height, width, 3)).astype(np.float32) for _ in range(16)
+        ]  # cycled: cheap, still noisy
         tone = 220.0 + 40.0 * seed
         chunk = 1024  # AAC frame size
         audio_pos = 0
@@ -75,8 +86,13 @@ def make_video(path: Path, seconds: float, seed: int, width: int = 320, height: 
             image[..., 0] += 127 + 127 * np.sin(xs / 23.0 + phase * 3.0 + seed)[None, :]
             image[..., 1] += 127 + 127 * np.sin(ys / 17.0 - phase * 2.0)[:, None]
             a, b = xs / 31.0 + phase * 5.0, ys / 31.0  # sin(a + b) from 1-D parts
-            image[..., 2] += 127 + 127 * (np.sin(a)[None, :] * np.cos(b)[:, None] + np.cos(a)[None, :] * np.sin(b)[:, None])
-            cx, cy = int((width - 40) * (0.5 + 0.5 * math.sin(phase + seed))), int((height - 40) * (0.5 + 0.5 * math.cos(phase * 1.3)))
+            image[..., 2] += 127 + 127 * (
+                np.sin(a)[None, :] * np.cos(b)[:, None] + np.cos(a)[None, :] * np.sin(b)[:, None]
+            )
+            cx, cy = (
+                int((width - 40) * (0.5 + 0.5 * math.sin(phase + seed))),
+                int((height - 40) * (0.5 + 0.5 * math.cos(phase * 1.3))),
+            )
             image[cy : cy + 40, cx : cx + 40] = (255 * ((i // 10) % 2), 80, 200)
             frame = av.VideoFrame.from_ndarray(np.clip(image, 0, 255).astype(np.uint8), format="rgb24")
             frame.pts = i
@@ -173,16 +189,33 @@ def seed_models(models_from: Path, workdir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny", help="bundled config name or TOML path")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override (repeatable)",
+    )
     parser.add_argument("--videos", type=int, default=24, help="test videos to generate")
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each test video")
-    parser.add_argument("--audio-rate", type=int, default=44100, choices=(16000, 44100), help="AAC sample rate of the test videos")
+    parser.add_argument(
+        "--audio-rate",
+        type=int,
+        default=44100,
+        choices=(16000, 44100),
+        help="AAC sample rate of the test videos",
+    )
     parser.add_argument("--x264-preset", default="medium", help="libx264 preset of the generated videos")
     parser.add_argument("--media", type=Path, help="use the videos in this folder instead of generating")
     parser.add_argument("--warmup-videos", type=int, default=4, help="videos used by each warm-up")
     parser.add_argument("--repeat", type=int, default=1, help="time each measure R times and report the fastest")
-    parser.add_argument("--threads", type=int, help="encoder threads in the main process (default: as run_extract chooses)")
-    parser.add_argument("--no-instrument", action="store_true", help="run run_extract without timing its mapper and writer")
+    parser.add_argument(
+        "--threads", type=int, help="encoder threads in the main process (default: as run_extract chooses)"
+    )
+    parser.add_argument(
+        "--no-instrument", action="store_true", help="run run_extract without timing its mapper and writer"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = parser.parse_args(argv)
@@ -217,15 +250,18 @@ def main(argv: list[str] | None = None) -> int:
         "audio_encoder": feats["audio"]["encoder"],
     }
     console.print(
-        f"[bold]extract bench[/bold] config={results['config']} clip={feats['clip']['model']}/{feats['clip']['pretrained']} "
+        f"[bold]extract bench[/bold] config={results['config']} "
+        f"clip={feats['clip']['model']}/{feats['clip']['pretrained']} "
         f"audio={feats['audio']['encoder']} T={frames_t}  torch threads={results['torch_threads']} "
         f"(interop {results['torch_interop_threads']}, --threads {args.threads})  cpu_count={results['cpu_count']} "
         f"affinity={results['cpu_affinity']}  cuda={results['cuda']}"
     )
     console.print(f"runtime: {runtime}")
     if feats["clip"]["model"] == "ViT-B-32" and feats["audio"]["encoder"] == "logmel":
-        console.print("[yellow]note: ViT-B-32 with random weights (same cost as pretrained); audio is logmel, not Whisper "
-                      "(Whisper weights are not available offline here), so the audio cost of the paper config is NOT measured")
+        console.print(
+            "[yellow]note: ViT-B-32 with random weights (same cost as pretrained); audio is logmel, not Whisper "
+            "(Whisper weights are not available offline here), so the audio cost of the paper config is NOT measured"
+        )
 
     try:
         # 1. videos ----------------------------------------------------------------------------
@@ -236,8 +272,17 @@ def main(argv: list[str] | None = None) -> int:
             media.mkdir()
             start = time.perf_counter()
             for i in range(args.videos):
-                make_video(media / f"v{i:04d}.mp4", args.seconds, i, audio_rate=args.audio_rate, preset=args.x264_preset)
-            console.print(f"generated {args.videos} videos of {args.seconds:g} s in {time.perf_counter() - start:.1f} s (not timed)")
+                make_video(
+                    media / f"v{i:04d}.mp4",
+                    args.seconds,
+                    i,
+                    audio_rate=args.audio_rate,
+                    preset=args.x264_preset,
+                )
+            console.print(
+                f"generated {args.videos} videos of {args.seconds:g} s in {time.perf_counter() - start:.1f} s (not "
+                "timed)"
+            )
         refs, problems = discover(media)
         if problems:
             console.print(f"[yellow]{len(problems)} discovery problems: {problems[:3]}")
@@ -258,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         results["model_load_s"] = time.perf_counter() - start
         spec = DecodeSpec(frames_t, clip.image_size, audio.sample_rate, runtime["decoder"], audio.frontend)
         mapper = FeatureMapper(clip, audio, device, precision, float(feats["audio"].get("min_coverage", 0.5)))
-        results["image_size"], results["embed_dim"], results["audio_dim"] = clip.image_size, clip.embed_dim, audio.dim
+        results["image_size"], results["embed_dim"], results["audio_dim"] = (
+            clip.image_size,
+            clip.embed_dim,
+            audio.dim,
+        )
 
         # 3. decode only ------------------------------------------------------------------------
         for _ in decoded_stream(warm, spec, workers, prefetch):
@@ -278,8 +327,12 @@ def main(argv: list[str] | None = None) -> int:
             decode_runs.append(time.perf_counter() - start)
             first_items.append(first_item)
         decode_s = min(decode_runs)
-        results.update(decode_s=decode_s, decode_runs_s=decode_runs, decode_videos_per_s=count / decode_s,
-                       decode_first_item_s=first_items[decode_runs.index(decode_s)])
+        results.update(
+            decode_s=decode_s,
+            decode_runs_s=decode_runs,
+            decode_videos_per_s=count / decode_s,
+            decode_first_item_s=first_items[decode_runs.index(decode_s)],
+        )
         results["decoder_used"] = sorted({d.frames.decoder for d in decoded})
 
         # serial per-step breakdown of decoding (in this process, 1 torch thread like a worker)
@@ -337,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         quiet = Console(stderr=True, quiet=True)
         warm_dir = tmp / "work-warmup"
         seed_models(models_dir, warm_dir)
-        extract_stage.run_extract(write_list(tmp / "warm.txt", warm), warm_dir, config, console=quiet, show_progress=False)
+        extract_stage.run_extract(
+            write_list(tmp / "warm.txt", warm), warm_dir, config, console=quiet, show_progress=False
+        )
         best = None
         pipeline_runs = []
         for k in range(args.repeat):
@@ -346,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
             gc.collect()
             with instrumented_pipeline(not args.no_instrument) as timings:
                 start = time.perf_counter()
-                run_summary = extract_stage.run_extract(media, run_dir, config, console=Console(stderr=True), show_progress=False)
+                run_summary = extract_stage.run_extract(
+                    media, run_dir, config, console=Console(stderr=True), show_progress=False
+                )
                 run_wall = time.perf_counter() - start
             pipeline_runs.append(run_summary.seconds)
             if best is None or run_summary.seconds < best[0].seconds:
@@ -376,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         results["stored_bytes_per_video"] = shard_bytes / max(summary.extracted, 1)
         paper_shape = frames_t * 512 * 2 * 2  # T x 512 fp16, both modalities
         results["paper_shape_feature_bytes"] = paper_shape
-        results["raw_bytes_per_row_at_D512"] = results["raw_bytes_per_row"] - results["raw_feature_bytes_per_row"] + paper_shape
+        results["raw_bytes_per_row_at_D512"] = (
+            results["raw_bytes_per_row"] - results["raw_feature_bytes_per_row"] + paper_shape
+        )
         results["bytes_target"] = 32 * 1024
     finally:
         if args.keep:
@@ -387,37 +446,76 @@ def main(argv: list[str] | None = None) -> int:
     results["load_average_end"] = os.getloadavg()
     # 6. report ---------------------------------------------------------------------------------
     r = results
-    table = Table(title=f"extract bench: {r['config']} ({r['clip_model']}/{r['clip_pretrained']}, audio {r['audio_encoder']}), "
-                        f"{r['videos']} videos, T={frames_t}, D={d}, Da={da}")
+    table = Table(
+        title=f"extract bench: {r['config']} ({r['clip_model']}/{r['clip_pretrained']}, audio {r['audio_encoder']}), "
+        f"{r['videos']} videos, T={frames_t}, D={d}, Da={da}"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("detail")
-    table.add_row("decode-only", f"{r['decode_videos_per_s']:.2f} videos/s",
-                  f"{r['decode_s']:.2f} s, workers={workers} prefetch={prefetch}, first item {r['decode_first_item_s']:.2f} s, "
-                  f"decoder {','.join(r['decoder_used'])}")
+    table.add_row(
+        "decode-only",
+        f"{r['decode_videos_per_s']:.2f} videos/s",
+        f"{r['decode_s']:.2f} s, workers={workers} prefetch={prefetch}, first item {r['decode_first_item_s']:.2f} s, "
+        f"decoder {','.join(r['decoder_used'])}",
+    )
     steps = r["decode_steps_ms_per_video"]
     table.add_row("  serial steps", "ms/video", ", ".join(f"{k} {v:.0f}" for k, v in steps.items()))
-    table.add_row("encode-only", f"{r['encode_frames_per_s']:.1f} frames/s",
-                  f"{r['encode_s']:.2f} s ({r['encode_videos_per_s']:.2f} videos/s), batch {batch_videos}; image tower "
-                  f"{r['encode_image_tower_s']:.2f} s, audio+pool+rest {r['encode_rest_s']:.2f} s")
-    table.add_row("pipeline", f"{r['pipeline_videos_per_s']:.2f} videos/s",
-                  f"{r['pipeline_s']:.2f} s (+{r['pipeline_setup_s']:.1f} s model load/setup), {r['pipeline_extracted']} extracted, "
-                  f"{r['pipeline_failed']} failed")
+    table.add_row(
+        "encode-only",
+        f"{r['encode_frames_per_s']:.1f} frames/s",
+        f"{r['encode_s']:.2f} s ({r['encode_videos_per_s']:.2f} videos/s), batch {batch_videos}; image tower "
+        f"{r['encode_image_tower_s']:.2f} s, audio+pool+rest {r['encode_rest_s']:.2f} s",
+    )
+    table.add_row(
+        "pipeline",
+        f"{r['pipeline_videos_per_s']:.2f} videos/s",
+        f"{r['pipeline_s']:.2f} s (+{r['pipeline_setup_s']:.1f} s model load/setup), {r['pipeline_extracted']} "
+        "extracted, "
+        f"{r['pipeline_failed']} failed",
+    )
     if "pipeline_main_encode_s" in r:
-        table.add_row("  main process", "", f"encoding {r['pipeline_main_encode_s']:.2f} s, writing {r['pipeline_main_write_s']:.2f} s, "
-                                            f"waiting for decode {r['pipeline_main_wait_s']:.2f} s")
+        table.add_row(
+            "  main process",
+            "",
+            f"encoding {r['pipeline_main_encode_s']:.2f} s, writing {r['pipeline_main_write_s']:.2f} s, "
+            f"waiting for decode {r['pipeline_main_wait_s']:.2f} s",
+        )
     ok = "OK" if r["ratio"] <= r["ratio_target"] else "MISSED"
-    table.add_row("ratio", f"{r['ratio']:.2f}", f"pipeline / max(decode, encode); target <= 1.15: {ok}; "
-                                                 f"decode+encode serial would be {r['ideal_serial_s']:.2f} s")
+    table.add_row(
+        "ratio",
+        f"{r['ratio']:.2f}",
+        f"pipeline / max(decode, encode); target <= 1.15: {ok}; "
+        f"decode+encode serial would be {r['ideal_serial_s']:.2f} s",
+    )
     table.add_row("stored bytes/video", f"{r['stored_bytes_per_video']:.0f}", f"{r['shards']} shard(s) in features/")
-    table.add_row("raw bytes/row", f"{r['raw_bytes_per_row']}",
-                  f"features {r['raw_feature_bytes_per_row']}; at D=512 fp16 both: {r['raw_bytes_per_row_at_D512']} "
-                  f"(target <= {r['bytes_target']}: {'OK' if r['raw_bytes_per_row_at_D512'] <= r['bytes_target'] else 'MISSED'})")
-    table.add_row("threads", f"{r['torch_threads']}", f"cpu_count {r['cpu_count']}, affinity {r['cpu_affinity']}, --threads {r['threads_arg']}")
-    table.add_row("repeats", f"{args.repeat}", "best of; runs (s): decode " + " ".join(f"{x:.2f}" for x in r["decode_runs_s"])
-                  + ", encode " + " ".join(f"{x:.2f}" for x in r["encode_runs_s"]) + ", pipeline " + " ".join(f"{x:.2f}" for x in r["pipeline_runs_s"]))
-    table.add_row("load average", "", f"start {r['load_average_start'][0]:.2f}, end {r['load_average_end'][0]:.2f} "
-                  "(other processes on this machine distort the figures)")
+    table.add_row(
+        "raw bytes/row",
+        f"{r['raw_bytes_per_row']}",
+        f"features {r['raw_feature_bytes_per_row']}; at D=512 fp16 both: {r['raw_bytes_per_row_at_D512']} "
+        f"(target <= {r['bytes_target']}: {'OK' if r['raw_bytes_per_row_at_D512'] <= r['bytes_target'] else 'MISSED'})",
+    )
+    table.add_row(
+        "threads",
+        f"{r['torch_threads']}",
+        f"cpu_count {r['cpu_count']}, affinity {r['cpu_affinity']}, --threads {r['threads_arg']}",
+    )
+    table.add_row(
+        "repeats",
+        f"{args.repeat}",
+        "best of; runs (s): decode "
+        + " ".join(f"{x:.2f}" for x in r["decode_runs_s"])
+        + ", encode "
+        + " ".join(f"{x:.2f}" for x in r["encode_runs_s"])
+        + ", pipeline "
+        + " ".join(f"{x:.2f}" for x in r["pipeline_runs_s"]),
+    )
+    table.add_row(
+        "load average",
+        "",
+        f"start {r['load_average_start'][0]:.2f}, end {r['load_average_end'][0]:.2f} "
+        "(other processes on this machine distort the figures)",
+    )
     console.print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

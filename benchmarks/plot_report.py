@@ -27,14 +27,22 @@ def latency_plot() -> Path:
         points = sorted({r["videos"]: r["p50_ms"] for r in rows if r["kind"] == kind}.items())
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=kind)
     axis.axhline(20, color="grey", linestyle="--", linewidth=1, label="20 ms target")
-    axis.set(xscale="log", yscale="log", xlabel="videos in the index", ylabel="p50 query latency (ms, 1 query, warm)",
-             title="Index search latency, 512-d, 2 CPU cores")
+    axis.set(
+        xscale="log",
+        yscale="log",
+        xlabel="videos in the index",
+        ylabel="p50 query latency (ms, 1 query, warm)",
+        title="Index search latency, 512-d, 2 CPU cores",
+    )
     axis.legend(fontsize=8)
     return _save(figure, "latency.png")
 
 
 def extraction_plot() -> Path:
-    runs = {"tiny": json.loads((RESULTS / "extract_tiny.json").read_text()), "ViT-B-32": json.loads((RESULTS / "extract_vitb32.json").read_text())}
+    runs = {
+        "tiny": json.loads((RESULTS / "extract_tiny.json").read_text()),
+        "ViT-B-32": json.loads((RESULTS / "extract_vitb32.json").read_text()),
+    }
     figure, axis = plt.subplots(figsize=(6, 3.6))
     labels = ["decode only", "encode only", "pipeline"]
     width = 0.35
@@ -43,7 +51,11 @@ def extraction_plot() -> Path:
         bars = axis.bar([x + i * width for x in range(3)], values, width, label=name)
         axis.bar_label(bars, fmt="%.1f", fontsize=7)
     axis.set_xticks([x + width / 2 for x in range(3)], labels)
-    axis.set(yscale="log", ylabel="videos/s (log)", title="Extraction throughput, 2 CPU cores (320x240 h264, 8 s / 6 s)")
+    axis.set(
+        yscale="log",
+        ylabel="videos/s (log)",
+        title="Extraction throughput, 2 CPU cores (320x240 h264, 8 s / 6 s)",
+    )
     axis.legend(fontsize=8)
     return _save(figure, "extraction.png")
 

@@ -37,8 +37,11 @@ def setup(args):
     torch.manual_seed(0)
     model = GAISHead(args.dim, args.audio_dim, args.frames, config["model"])
     g = torch.Generator().manual_seed(0)
-    videos = VideoBatch(torch.randn(args.videos, args.frames, args.dim, generator=g).half(), torch.randn(args.videos, args.frames, args.audio_dim, generator=g).half(),
-                        torch.rand(args.videos, args.frames, generator=g) > 0.2)
+    videos = VideoBatch(
+        torch.randn(args.videos, args.frames, args.dim, generator=g).half(),
+        torch.randn(args.videos, args.frames, args.audio_dim, generator=g).half(),
+        torch.rand(args.videos, args.frames, generator=g) > 0.2,
+    )
     texts = torch.randn(args.texts, args.dim, generator=g)
     return config, model, videos.to("cpu"), texts
 
@@ -70,7 +73,11 @@ def measure(args) -> dict:
         for i in range(1, args.steps + 1):
             step(i)
         seconds = time.perf_counter() - started
-        return {"seconds": seconds, "captions_per_s": args.steps * args.batch / seconds, "peak_extra_mib": rss_mib() - base}
+        return {
+            "seconds": seconds,
+            "captions_per_s": args.steps * args.batch / seconds,
+            "peak_extra_mib": rss_mib() - base,
+        }
     started = time.perf_counter()
     if args.measure == "eval-full":
         full_scores(model, texts, videos, args.chunk)
@@ -103,10 +110,25 @@ def main() -> int:
     if "--json" in sys.argv:
         index = sys.argv.index("--json")
         passthrough = sys.argv[1:index] + sys.argv[index + 2 :]
-    results = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "frames": args.frames, "dim": args.dim, "audio_dim": args.audio_dim,
-               "batch": args.batch, "texts": args.texts, "videos": args.videos, "chunk": args.chunk, "k": args.k}
+    results = {
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "frames": args.frames,
+        "dim": args.dim,
+        "audio_dim": args.audio_dim,
+        "batch": args.batch,
+        "texts": args.texts,
+        "videos": args.videos,
+        "chunk": args.chunk,
+        "k": args.k,
+    }
     for name in ("train", "eval-full", "eval-stage1", "eval-two-stage"):
-        output = subprocess.run([sys.executable, __file__, *passthrough, "--measure", name], capture_output=True, text=True, check=True).stdout
+        output = subprocess.run(
+            [sys.executable, __file__, *passthrough, "--measure", name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         results[name] = json.loads(output.strip().splitlines()[-1])
         print(f"{name:15s} {json.dumps(results[name])}", flush=True)
     results["full_over_stage1_time"] = results["eval-full"]["seconds"] / results["eval-stage1"]["seconds"]

@@ -80,11 +80,14 @@ def resolve_hf_folder(source: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt"], local_files_only=offline()))
+        return Path(
+            snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt"], local_files_only=offline())
+        )
     except Exception as error:
         raise WeightsUnavailable(
-            f"Whisper weights {source!r} are not on this machine and cannot be downloaded here ({error.__class__.__name__}). "
-            f"On a machine with network run: python -c \"from huggingface_hub import snapshot_download; "
+            f"Whisper weights {source!r} are not on this machine and cannot be downloaded here "
+            f"({error.__class__.__name__}). "
+            f'On a machine with network run: python -c "from huggingface_hub import snapshot_download; '
             f"snapshot_download('{source}')\", copy its HF cache (~/.cache/huggingface) here and set HF_HUB_OFFLINE=1; "
             f"or pass --set features.audio.model=/path/to/whisper-folder"
         ) from None
@@ -106,14 +109,21 @@ class WhisperEncoder:
             extractor = WhisperFeatureExtractor.from_pretrained(folder)
             model = WhisperModel.from_pretrained(folder, use_safetensors=weights.suffix == ".safetensors")
         except Exception as error:
-            raise WeightsUnavailable(f"{folder}: not a usable Whisper model ({error.__class__.__name__}: {str(error)[:200]})") from None
+            raise WeightsUnavailable(
+                f"{folder}: not a usable Whisper model ({error.__class__.__name__}: {str(error)[:200]})"
+            ) from None
         self.encoder = model.get_encoder().eval().requires_grad_(False).to(device)
         self.device, self.precision, self.batch = device, precision, batch
         self.sample_rate = extractor.sampling_rate
         self.dim = model.config.d_model
         self.frame_rate = self.sample_rate / WHISPER_SAMPLES_PER_FRAME
         self.frontend = WhisperFrontend(extractor)
-        self.identity = {"encoder": "whisper", "model": str(audio_cfg["model"]), "file": str(weights), "sha256": sha256_file(weights)}
+        self.identity = {
+            "encoder": "whisper",
+            "model": str(audio_cfg["model"]),
+            "file": str(weights),
+            "sha256": sha256_file(weights),
+        }
 
     def frame_times(self, count: int) -> np.ndarray:
         return (np.arange(count) + 0.5) / self.frame_rate
@@ -150,7 +160,11 @@ class PooledAudio:
 
 
 def pool_segments(
-    features: np.ndarray, times: np.ndarray, covered: list[tuple[float, float]], bounds: np.ndarray, min_coverage: float
+    features: np.ndarray,
+    times: np.ndarray,
+    covered: list[tuple[float, float]],
+    bounds: np.ndarray,
+    min_coverage: float,
 ) -> PooledAudio:
     """Average the encoder frames whose centre lies in each frame's segment, on the video's clock.
 

@@ -11,11 +11,10 @@ Sources (config key `features.clip.pretrained`):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-
-import logging
 
 import open_clip
 import torch
@@ -66,7 +65,8 @@ def _how_to_get(model_name: str, tag: str) -> str:
     return (
         f"open_clip weights {model_name}/{tag} are not on this machine and cannot be downloaded here. "
         f"On a machine with network run: python -c \"import open_clip; open_clip.create_model('{model_name}', "
-        f"pretrained='{tag}')\", then copy its HF cache (~/.cache/huggingface) to this machine and set HF_HUB_OFFLINE=1; "
+        f"pretrained='{tag}')\", then copy its HF cache (~/.cache/huggingface) to this machine and set "
+        "HF_HUB_OFFLINE=1; "
         f"or download the checkpoint file and pass --set features.clip.pretrained=/path/to/checkpoint.safetensors"
     )
 
@@ -109,17 +109,28 @@ def load_clip(clip_cfg: dict, models_dir: Path, device: torch.device | str = "cp
     try:
         open_clip.load_checkpoint(model, str(file), weights_only=True)
     except Exception as error:
-        raise WeightsUnavailable(f"{file}: not a usable {name} checkpoint ({error.__class__.__name__}: {str(error)[:200]})") from None
+        raise WeightsUnavailable(
+            f"{file}: not a usable {name} checkpoint ({error.__class__.__name__}: {str(error)[:200]})"
+        ) from None
     model = model.eval().requires_grad_(False).to(device)
     preprocess = open_clip.get_model_preprocess_cfg(model)
     size = preprocess.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, (tuple, list)) else size
-    identity = {"model": name, "pretrained": str(clip_cfg["pretrained"]), "file": str(file), "sha256": sha256_file(file)}
+    identity = {
+        "model": name,
+        "pretrained": str(clip_cfg["pretrained"]),
+        "file": str(file),
+        "sha256": sha256_file(file),
+    }
     return LoadedClip(
         model=model,
         identity=identity,
         image_size=int(size),
         mean=tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         std=tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),
-        embed_dim=int(model.text_projection.shape[1] if hasattr(model, "text_projection") and model.text_projection is not None else model.visual.output_dim),
+        embed_dim=int(
+            model.text_projection.shape[1]
+            if hasattr(model, "text_projection") and model.text_projection is not None
+            else model.visual.output_dim
+        ),
     )

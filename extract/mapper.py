@@ -35,7 +35,14 @@ class FeatureRow:
 
 
 class FeatureMapper:
-    def __init__(self, clip: LoadedClip, audio_encoder, device: torch.device, precision: torch.dtype | None, min_coverage: float):
+    def __init__(
+        self,
+        clip: LoadedClip,
+        audio_encoder,
+        device: torch.device,
+        precision: torch.dtype | None,
+        min_coverage: float,
+    ):
         self.clip, self.audio_encoder = clip, audio_encoder
         self.device, self.precision, self.min_coverage = device, precision, min_coverage
         self.mean = torch.tensor(clip.mean, device=device).view(1, 3, 1, 1)
@@ -55,7 +62,11 @@ class FeatureMapper:
         pixels = np.concatenate([video.frames.pixels for video in batch])
         image = self.encode_images(pixels).reshape(len(batch), count, -1)
         heard = [video for video in batch if video.audio_input is not None]
-        encoded = dict(zip((id(v) for v in heard), self.audio_encoder.encode([v.audio_input for v in heard]))) if heard else {}
+        encoded = (
+            dict(zip((id(v) for v in heard), self.audio_encoder.encode([v.audio_input for v in heard])))
+            if heard
+            else {}
+        )
         rows = []
         for video, frame_features in zip(batch, image):
             audio = np.zeros((count, self.audio_encoder.dim), np.float16)
@@ -64,7 +75,13 @@ class FeatureMapper:
                 features = encoded[id(video)]
                 sound = video.soundtrack
                 times = self.audio_encoder.frame_times(len(features)) + sound.start
-                pooled = pool_segments(features, times, sound.covered, segment_bounds(video.frames.duration, count), self.min_coverage)
+                pooled = pool_segments(
+                    features,
+                    times,
+                    sound.covered,
+                    segment_bounds(video.frames.duration, count),
+                    self.min_coverage,
+                )
                 audio, mask = pooled.features.astype(np.float16), pooled.mask
             rows.append(
                 FeatureRow(

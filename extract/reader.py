@@ -6,8 +6,9 @@ It never raises: a video that cannot be used comes back as a `Problem`, and the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +84,11 @@ def decode_isolated(ref: VideoRef, spec: DecodeSpec) -> DecodedVideo | Problem:
 
 def _loader(refs: list[VideoRef], spec: DecodeSpec, workers: int, prefetch: int):
     return torch.utils.data.DataLoader(
-        VideoDataset(refs, spec), batch_size=None, num_workers=workers, prefetch_factor=max(1, prefetch), collate_fn=_as_is
+        VideoDataset(refs, spec),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=max(1, prefetch),
+        collate_fn=_as_is,
     )
 
 

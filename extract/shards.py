@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -45,7 +45,15 @@ def write_shard(path: Path, rows: list[FeatureRow], attrs: dict) -> None:
 class ShardWriter:
     """Collects rows and writes a shard every `max_videos` rows or `max_seconds` seconds."""
 
-    def __init__(self, folder: Path, attrs: dict, worker: int, max_videos: int, max_seconds: float, on_written: Callable[[Path, int], None]):
+    def __init__(
+        self,
+        folder: Path,
+        attrs: dict,
+        worker: int,
+        max_videos: int,
+        max_seconds: float,
+        on_written: Callable[[Path, int], None],
+    ):
         self.folder, self.attrs, self.worker = folder, attrs, worker
         self.max_videos, self.max_seconds, self.on_written = max_videos, max_seconds, on_written
         self.rows: list[FeatureRow] = []
@@ -88,7 +96,9 @@ def read_attrs(path: Path) -> dict:
         return dict(handle.attrs)
 
 
-def read_rows(path: Path, rows: np.ndarray | slice = slice(None), names: list[str] | None = None) -> dict[str, np.ndarray]:
+def read_rows(
+    path: Path, rows: np.ndarray | slice = slice(None), names: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """Columns of a shard, all rows or the chosen (sorted) ones."""
     with h5py.File(path, "r") as handle:
         out = {}

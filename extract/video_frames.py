@@ -60,7 +60,9 @@ def sample_with_decord(path: Path, info: StreamInfo, count: int, size: int) -> S
     except VideoError:
         raise
     except Exception as error:  # decord raises its own DECORDError and assorted RuntimeErrors
-        raise VideoError("decode", f"decord: {str(error).splitlines()[0] if str(error) else error.__class__.__name__}") from None
+        raise VideoError(
+            "decode", f"decord: {str(error).splitlines()[0] if str(error) else error.__class__.__name__}"
+        ) from None
     return SampledFrames(centre_crop(pixels, size), starts[index].astype(np.float32), duration, fps, "decord")
 
 
@@ -128,7 +130,13 @@ def sample_with_pyav(path: Path, info: StreamInfo, count: int, size: int) -> Sam
         raise
     except (av.FFmpegError, OSError, ValueError) as error:
         raise VideoError("decode", f"pyav: {describe_av_error(error)}") from None
-    return SampledFrames(centre_crop(pixels, size), starts[index].astype(np.float32), duration, rate or len(starts) / duration, "pyav")
+    return SampledFrames(
+        centre_crop(pixels, size),
+        starts[index].astype(np.float32),
+        duration,
+        rate or len(starts) / duration,
+        "pyav",
+    )
 
 
 def sample_frames(path: Path, info: StreamInfo, count: int, size: int, decoder: str = "auto") -> SampledFrames:

@@ -1,12 +1,12 @@
 """A workdir: what the features in it are, which shards hold them, what failed, and who is writing.
 
-    workdir/
-      workdir.json     identity of the features (config, weights, hash); fixed at the first extract
-      manifest.json    the shards, in the order they were written
-      features/        shard-*.h5, each complete (written under a temp name, then renamed)
-      failures.jsonl   one line per video that failed: id, stage, reason, file size and mtime
-      models/          random-initialised checkpoints saved once (config pretrained = "random")
-      locks/           one lock per extraction worker
+workdir/
+  workdir.json     identity of the features (config, weights, hash); fixed at the first extract
+  manifest.json    the shards, in the order they were written
+  features/        shard-*.h5, each complete (written under a temp name, then renamed)
+  failures.jsonl   one line per video that failed: id, stage, reason, file size and mtime
+  models/          random-initialised checkpoints saved once (config pretrained = "random")
+  locks/           one lock per extraction worker
 """
 
 from __future__ import annotations
@@ -90,7 +90,9 @@ class Workdir:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
-                raise WorkdirError(f"{self.root}: another extract run holds it (worker {index}: {handle.read().strip()})") from None
+                raise WorkdirError(
+                    f"{self.root}: another extract run holds it (worker {index}: {handle.read().strip()})"
+                ) from None
             for other in self.locks_dir.glob("extract-*.lock"):
                 if other == path:
                     continue
@@ -101,11 +103,21 @@ class Workdir:
                         held = json.loads(probe.read() or "{}")
                         if held.get("num_shards") != count:
                             raise WorkdirError(
-                                f"{self.root}: another extract run splits it into {held.get('num_shards')} shards, this one into {count}"
+                                f"{self.root}: another extract run splits it into {held.get('num_shards')} shards, "
+                                f"this one into {count}"
                             ) from None
             handle.seek(0)
             handle.truncate()
-            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "num_shards": count, "since": time.time()}))
+            handle.write(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "host": socket.gethostname(),
+                        "num_shards": count,
+                        "since": time.time(),
+                    }
+                )
+            )
             handle.flush()
             yield
         finally:
@@ -144,12 +156,16 @@ class Workdir:
             on_disk = {p.name for p in self.features_dir.glob("shard-*.h5")}
             for name in sorted(on_disk - listed):
                 attrs = read_attrs(self.features_dir / name)
-                manifest["shards"].append({"file": name, "videos": int(attrs["videos"]), "added": float(attrs["created"])})
+                manifest["shards"].append(
+                    {"file": name, "videos": int(attrs["videos"]), "added": float(attrs["created"])}
+                )
                 notes.append(f"listed shard {name}, written by an interrupted run")
             gone = listed - on_disk
             if gone:
                 manifest["shards"] = [e for e in manifest["shards"] if e["file"] not in gone]
-                notes.extend(f"shard {name} is missing from disk; its videos will be extracted again" for name in sorted(gone))
+                notes.extend(
+                    f"shard {name} is missing from disk; its videos will be extracted again" for name in sorted(gone)
+                )
             if notes:
                 write_json_atomically(self.manifest_path, manifest)
         return notes
@@ -162,14 +178,29 @@ class Workdir:
         found: dict[str, RowRef] = {}
         for shard in self.shards():
             index = read_index(shard)
-            for row, (video_id, size, mtime) in enumerate(zip(index["video_id"], index["file_size"], index["file_mtime"])):
+            for row, (video_id, size, mtime) in enumerate(
+                zip(index["video_id"], index["file_size"], index["file_mtime"])
+            ):
                 found[str(video_id)] = RowRef(shard, row, int(size), float(mtime))
         return found
 
     # --- failures -------------------------------------------------------------------------
-    def log_failure(self, video_id: str, stage: str, reason: str, size: int | None = None, mtime: float | None = None) -> None:
-        line = json.dumps({"video": video_id, "stage": stage, "reason": reason, "size": size, "mtime": mtime, "time": time.time()})
-        with open(self.failures_path, "a", encoding="utf-8") as handle:  # O_APPEND: whole lines, even from several workers
+    def log_failure(
+        self, video_id: str, stage: str, reason: str, size: int | None = None, mtime: float | None = None
+    ) -> None:
+        line = json.dumps(
+            {
+                "video": video_id,
+                "stage": stage,
+                "reason": reason,
+                "size": size,
+                "mtime": mtime,
+                "time": time.time(),
+            }
+        )
+        with open(
+            self.failures_path, "a", encoding="utf-8"
+        ) as handle:  # O_APPEND: whole lines, even from several workers
             handle.write(line + "\n")
 
     def failures(self) -> list[dict]:
@@ -183,13 +214,22 @@ class Workdir:
                 latest[record["video"]] = record
         extracted = self.rows()
         return [
-            r for r in latest.values()
-            if not (r["video"] in extracted and extracted[r["video"]].size == r["size"] and np.isclose(extracted[r["video"]].mtime, r["mtime"] or -1))
+            r
+            for r in latest.values()
+            if not (
+                r["video"] in extracted
+                and extracted[r["video"]].size == r["size"]
+                and np.isclose(extracted[r["video"]].mtime, r["mtime"] or -1)
+            )
         ]
 
 
-def read_features(work: Workdir, names: list[str] | None = None, video_ids: list[str] | None = None,
-                  located: dict[str, RowRef] | None = None) -> dict[str, np.ndarray]:
+def read_features(
+    work: Workdir,
+    names: list[str] | None = None,
+    video_ids: list[str] | None = None,
+    located: dict[str, RowRef] | None = None,
+) -> dict[str, np.ndarray]:
     """Columns for every extracted video (or the ones asked for), in video-id order, newest rows only.
     `located` is `work.rows()` when the caller already has it (it reads every shard's index)."""
     from .shards import read_rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -11,11 +10,20 @@ from rich.table import Table
 
 from gais_pipe.config import ConfigError, load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Text-to-video retrieval with gated audio-visual fusion (GAIS).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Text-to-video retrieval with gated audio-visual fusion (GAIS).",
+)
 console = Console(stderr=True)
 
 WORKDIR = typer.Option(Path("gais-work"), "--workdir", "-w", help="Where features, models and indexes live.")
-CONFIG = typer.Option(None, "--config", "-c", help="Bundled config name (tiny, paper) or a TOML file. Default: the workdir's, else tiny.")
+CONFIG = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="Bundled config name (tiny, paper) or a TOML file. Default: the workdir's, else tiny.",
+)
 OVERRIDES = typer.Option([], "--set", "-s", help="Override a config key, e.g. --set features.frames=8 (repeatable).")
 
 
@@ -24,7 +32,7 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def resolve_config(workdir: Path, name: Optional[str], overrides: list[str]) -> dict:
+def resolve_config(workdir: Path, name: str | None, overrides: list[str]) -> dict:
     """The config named, else the one the workdir was made with, else tiny; then the overrides."""
     from gais_pipe.extract.workdir import Workdir
 
@@ -45,10 +53,12 @@ def resolve_config(workdir: Path, name: Optional[str], overrides: list[str]) -> 
 def extract(
     videos: Path = typer.Argument(..., help="A folder of videos (searched recursively) or a text file listing paths."),
     workdir: Path = WORKDIR,
-    config: Optional[str] = CONFIG,
+    config: str | None = CONFIG,
     overrides: list[str] = OVERRIDES,
-    num_shards: Optional[int] = typer.Option(None, help="Split the videos among this many workers (default: from torchrun / SLURM, else 1)."),
-    shard_index: Optional[int] = typer.Option(None, help="This worker's index among --num-shards."),
+    num_shards: int | None = typer.Option(
+        None, help="Split the videos among this many workers (default: from torchrun / SLURM, else 1)."
+    ),
+    shard_index: int | None = typer.Option(None, help="This worker's index among --num-shards."),
     strict: bool = typer.Option(False, help="Exit non-zero if any video failed."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
@@ -65,7 +75,10 @@ def extract(
     table = Table(title=f"extract: {videos} -> {workdir}")
     for column in ("found", "extracted", "skipped", "failed", "warnings", "videos/s"):
         table.add_column(column, justify="right")
-    table.add_row(*(str(v) for v in (summary.found, summary.extracted, summary.skipped, summary.failed, summary.warned)), f"{summary.videos_per_second:.2f}")
+    table.add_row(
+        *(str(v) for v in (summary.found, summary.extracted, summary.skipped, summary.failed, summary.warned)),
+        f"{summary.videos_per_second:.2f}",
+    )
     console.print(table)
     if summary.failed:
         console.print(f"{summary.failed} failed; reasons in {workdir / 'failures.jsonl'}")
@@ -73,7 +86,7 @@ def extract(
             raise typer.Exit(1)
 
 
-def stage_config(workdir: Path, name: Optional[str], overrides: list[str]) -> dict:
+def stage_config(workdir: Path, name: str | None, overrides: list[str]) -> dict:
     """Heads, training and evaluation settings: the config named, else the one whose name the workdir
     records (if bundled), else tiny. The features themselves always come from the workdir."""
     from gais_pipe.config import bundled_config_names
@@ -90,49 +103,94 @@ def _stage_errors():
     from gais_pipe.extract.workdir import WorkdirError
     from gais_pipe.retrieval.captions import CaptionError
 
-    return (ConfigError, WorkdirError, WeightsUnavailable, CaptionError, FileNotFoundError, ValueError, KeyError)
+    return (
+        ConfigError,
+        WorkdirError,
+        WeightsUnavailable,
+        CaptionError,
+        FileNotFoundError,
+        ValueError,
+        KeyError,
+    )
 
 
 @app.command()
 def train(
-    captions: Path = typer.Option(..., "--captions", help="Annotation folder (MSR-VTT, DiDeMo, LSMDC, VATEX) or a JSONL/CSV of video, caption[, split]."),
+    captions: Path = typer.Option(
+        ...,
+        "--captions",
+        help="Annotation folder (MSR-VTT, DiDeMo, LSMDC, VATEX) or a JSONL/CSV of video, caption[, split].",
+    ),
     workdir: Path = WORKDIR,
-    dataset: Optional[str] = typer.Option(None, help="msrvtt, msrvtt-7k, didemo, lsmdc, vatex or generic (default: detected)."),
-    config: Optional[str] = CONFIG,
+    dataset: str | None = typer.Option(
+        None, help="msrvtt, msrvtt-7k, didemo, lsmdc, vatex or generic (default: detected)."
+    ),
+    config: str | None = CONFIG,
     overrides: list[str] = OVERRIDES,
-    allow_missing: bool = typer.Option(False, help="Skip captions whose video was not extracted (default: stop and list them)."),
-    run: Optional[str] = typer.Option(None, "--run-name", help="Run name under WORKDIR/runs (default: from the config); an existing run resumes."),
+    allow_missing: bool = typer.Option(
+        False, help="Skip captions whose video was not extracted (default: stop and list them)."
+    ),
+    run: str | None = typer.Option(
+        None,
+        "--run-name",
+        help="Run name under WORKDIR/runs (default: from the config); an existing run resumes.",
+    ),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Train the FGF and SVSP heads on the cached features; keeps the best checkpoint by validation R@1."""
     from gais_pipe.train_stage import run_train
 
     try:
-        result = run_train(workdir, captions, stage_config(workdir, config, overrides), dataset, allow_missing, run, console, not quiet)
+        result = run_train(
+            workdir,
+            captions,
+            stage_config(workdir, config, overrides),
+            dataset,
+            allow_missing,
+            run,
+            console,
+            not quiet,
+        )
     except _stage_errors() as error:
         fail(str(error).strip("'\""))
     if result.best_epoch > 0:  # under torchrun only rank 0 validates and keeps checkpoints
-        console.print(f"best: epoch {result.best_epoch}, val t2v R@1 {result.best_val_r1:.1f} -> {result.run_dir / 'best.safetensors'}", highlight=False)
+        console.print(
+            f"best: epoch {result.best_epoch}, val t2v R@1 {result.best_val_r1:.1f} -> "
+            f"{result.run_dir / 'best.safetensors'}",
+            highlight=False,
+        )
 
 
 @app.command("eval")
 def evaluate(
     workdir: Path = WORKDIR,
     split: str = typer.Option("test", help="train, val or test."),
-    checkpoint: Optional[Path] = typer.Option(None, help="A best.safetensors (default: the newest run's)."),
-    captions: Optional[Path] = typer.Option(None, help="Annotations (default: those the checkpoint was trained with)."),
-    dataset: Optional[str] = typer.Option(None, help="As for train (default: the checkpoint's)."),
-    rerank_k: Optional[int] = typer.Option(None, help="Two-stage: re-rank the stage-1 top K by the full score (0: skip)."),
-    dsl: Optional[bool] = typer.Option(None, "--dsl/--no-dsl", help="Also report dual-softmax numbers, beside the plain ones."),
+    checkpoint: Path | None = typer.Option(None, help="A best.safetensors (default: the newest run's)."),
+    captions: Path | None = typer.Option(None, help="Annotations (default: those the checkpoint was trained with)."),
+    dataset: str | None = typer.Option(None, help="As for train (default: the checkpoint's)."),
+    rerank_k: int | None = typer.Option(None, help="Two-stage: re-rank the stage-1 top K by the full score (0: skip)."),
+    dsl: bool | None = typer.Option(
+        None, "--dsl/--no-dsl", help="Also report dual-softmax numbers, beside the plain ones."
+    ),
     allow_missing: bool = typer.Option(False, help="Skip captions whose video was not extracted."),
-    config: Optional[str] = CONFIG,
+    config: str | None = CONFIG,
     overrides: list[str] = OVERRIDES,
 ) -> None:
     """Score every (text, video) pair of a split and report t2v and v2t recall."""
     from gais_pipe.eval_stage import print_results, run_eval
 
     try:
-        results = run_eval(workdir, stage_config(workdir, config, overrides), split, checkpoint, captions, dataset, rerank_k, dsl, allow_missing)
+        results = run_eval(
+            workdir,
+            stage_config(workdir, config, overrides),
+            split,
+            checkpoint,
+            captions,
+            dataset,
+            rerank_k,
+            dsl,
+            allow_missing,
+        )
     except _stage_errors() as error:
         fail(str(error).strip("'\""))
     print_results(results, Console())
@@ -141,11 +199,17 @@ def evaluate(
 @app.command("build-index")
 def build_index(
     workdir: Path = WORKDIR,
-    checkpoint: Optional[Path] = typer.Option(None, help="Trained heads (default: the newest run's best; none yet: zero-shot)."),
+    checkpoint: Path | None = typer.Option(
+        None, help="Trained heads (default: the newest run's best; none yet: zero-shot)."
+    ),
     zero_shot: bool = typer.Option(False, help="Index CLIP's mean-pooled frames even when a checkpoint exists."),
-    index_type: Optional[str] = typer.Option(None, "--type", help="flat, hnsw, ivf-flat or ivf-pq (default: by collection size)."),
-    memory_mb: Optional[int] = typer.Option(None, help="Memory budget that decides HNSW against IVF-PQ above the exact-search size."),
-    config: Optional[str] = CONFIG,
+    index_type: str | None = typer.Option(
+        None, "--type", help="flat, hnsw, ivf-flat or ivf-pq (default: by collection size)."
+    ),
+    memory_mb: int | None = typer.Option(
+        None, help="Memory budget that decides HNSW against IVF-PQ above the exact-search size."
+    ),
+    config: str | None = CONFIG,
     overrides: list[str] = OVERRIDES,
 ) -> None:
     """One embedding per extracted video into a FAISS index, and the re-rank store beside it."""
@@ -161,20 +225,25 @@ def build_index(
     except (*_stage_errors(), RuntimeError) as error:
         fail(str(error).strip("'\""))
     how = "added" if record["incremental"] else "indexed"
-    console.print(f"{how} {record['added']} videos ({record['count']} in all) in a {record['kind']} index, "
-                  f"{record['identity']['mode']} embeddings, {record['seconds']:.1f} s -> {workdir / 'index'}", highlight=False)
+    console.print(
+        f"{how} {record['added']} videos ({record['count']} in all) in a {record['kind']} index, "
+        f"{record['identity']['mode']} embeddings, {record['seconds']:.1f} s -> {workdir / 'index'}",
+        highlight=False,
+    )
 
 
 @app.command()
 def query(
-    text: Optional[str] = typer.Argument(None, help="What to look for."),
+    text: str | None = typer.Argument(None, help="What to look for."),
     workdir: Path = WORKDIR,
-    k: Optional[int] = typer.Option(None, "-k", help="Answers to show (default: config query.k)."),
-    rerank_k: Optional[int] = typer.Option(None, help="Index candidates re-ranked by the full GAIS score (default: config query.rerank_k)."),
-    queries: Optional[Path] = typer.Option(None, help="A text file with one query per line, answered in one process."),
+    k: int | None = typer.Option(None, "-k", help="Answers to show (default: config query.k)."),
+    rerank_k: int | None = typer.Option(
+        None, help="Index candidates re-ranked by the full GAIS score (default: config query.rerank_k)."
+    ),
+    queries: Path | None = typer.Option(None, help="A text file with one query per line, answered in one process."),
     json_output: bool = typer.Option(False, "--json", help="JSON lines for programs instead of a table."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Check that the index was built with these heads."),
-    config: Optional[str] = CONFIG,
+    checkpoint: Path | None = typer.Option(None, help="Check that the index was built with these heads."),
+    config: str | None = CONFIG,
     overrides: list[str] = OVERRIDES,
 ) -> None:
     """Ranked videos for a text query: index search, then re-ranking by the full GAIS score."""
@@ -193,7 +262,11 @@ def query(
             raise ValueError("empty query: give TEXT or --queries FILE")
         searcher = Searcher(workdir, cfg, checkpoint)
         for query_text in texts:
-            hits = searcher.search(query_text, k or int(cfg["query"]["k"]), rerank_k if rerank_k is not None else int(cfg["query"]["rerank_k"]))
+            hits = searcher.search(
+                query_text,
+                k or int(cfg["query"]["k"]),
+                rerank_k if rerank_k is not None else int(cfg["query"]["rerank_k"]),
+            )
             if json_output:
                 print(json.dumps({"query": query_text, "results": hits_as_dicts(hits)}))
             else:
@@ -217,8 +290,8 @@ def explain(
     text: str = typer.Argument(..., help="The query."),
     video: str = typer.Argument(..., help="A video id (as `info` lists it) or path."),
     workdir: Path = WORKDIR,
-    out: Optional[Path] = typer.Option(None, help="The PNG to write (default: explain-<video>.png)."),
-    config: Optional[str] = CONFIG,
+    out: Path | None = typer.Option(None, help="The PNG to write (default: explain-<video>.png)."),
+    config: str | None = CONFIG,
     overrides: list[str] = OVERRIDES,
 ) -> None:
     """A PNG of the frames along time with the per-frame audio gate and attention for a query."""
@@ -247,7 +320,10 @@ def make_synthetic_command(
     with Progress(console=console) as progress:
         task = progress.add_task("make-synthetic", total=videos)
         made = make_synthetic(out, videos, seed, lambda done, total: progress.update(task, completed=done))
-    console.print(f"{made['videos']} videos in {made['folder']}, {made['captions']} captions in {made['captions_file']}", highlight=False)
+    console.print(
+        f"{made['videos']} videos in {made['folder']}, {made['captions']} captions in {made['captions_file']}",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -7,13 +7,15 @@ we are; explicit flags win over both.
 
 from __future__ import annotations
 
-import os
 import hashlib
+import os
 
 import torch
 
 
-def worker_slot(num_shards: int | None = None, shard_index: int | None = None, env: dict | None = None) -> tuple[int, int]:
+def worker_slot(
+    num_shards: int | None = None, shard_index: int | None = None, env: dict | None = None
+) -> tuple[int, int]:
     """(index, count) of this worker among all workers."""
     env = os.environ if env is None else env
     if num_shards is not None or shard_index is not None:

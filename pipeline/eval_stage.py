@@ -20,7 +20,9 @@ from gais_pipe.retrieval.text_features import TextEncoder
 def latest_checkpoint(work: Workdir) -> Path:
     runs = sorted((work.root / "runs").glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
     if not runs:
-        raise FileNotFoundError(f"{work.root}: no trained checkpoint (runs/*/best.safetensors); run `gais-pipe train` or pass --checkpoint")
+        raise FileNotFoundError(
+            f"{work.root}: no trained checkpoint (runs/*/best.safetensors); run `gais-pipe train` or pass --checkpoint"
+        )
     return runs[-1]
 
 
@@ -35,22 +37,46 @@ def load_head(work: Workdir, checkpoint: Path | None, device: torch.device) -> t
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise WorkdirError(f"{path}: does not fit this version's heads ({str(error).splitlines()[-1].strip()})") from None
+        raise WorkdirError(
+            f"{path}: does not fit this version's heads ({str(error).splitlines()[-1].strip()})"
+        ) from None
     return model.to(device).eval(), meta, path
 
 
-def run_eval(workdir: Path, config: dict, split: str = "test", checkpoint: Path | None = None, captions_path: Path | None = None,
-             dataset: str | None = None, rerank_k: int | None = None, dsl: bool | None = None, allow_missing: bool = False) -> dict:
+def run_eval(
+    workdir: Path,
+    config: dict,
+    split: str = "test",
+    checkpoint: Path | None = None,
+    captions_path: Path | None = None,
+    dataset: str | None = None,
+    rerank_k: int | None = None,
+    dsl: bool | None = None,
+    allow_missing: bool = False,
+) -> dict:
     device = resolve_device(config["runtime"]["device"])
     work = Workdir(workdir)
     model, meta, path = load_head(work, checkpoint, device)
     captions_path = captions_path or Path(meta["captions"])
-    splits, _ = caption_splits(work, captions_path, dataset or meta.get("dataset"), meta["config"]["train"], TextEncoder(work, device), allow_missing)
+    splits, _ = caption_splits(
+        work,
+        captions_path,
+        dataset or meta.get("dataset"),
+        meta["config"]["train"],
+        TextEncoder(work, device),
+        allow_missing,
+    )
     if split not in splits:
         raise WorkdirError(f"{captions_path}: no {split} captions among the extracted videos")
     eval_cfg = config["eval"]
-    results = evaluate(model, splits[split], device, int(eval_cfg["text_chunk"]),
-                       int(eval_cfg["rerank_k"] if rerank_k is None else rerank_k), bool(eval_cfg["dsl"] if dsl is None else dsl))
+    results = evaluate(
+        model,
+        splits[split],
+        device,
+        int(eval_cfg["text_chunk"]),
+        int(eval_cfg["rerank_k"] if rerank_k is None else rerank_k),
+        bool(eval_cfg["dsl"] if dsl is None else dsl),
+    )
     results["checkpoint"] = str(path)
     results["epoch"] = meta.get("epoch")
     out = path.parent / f"eval-{split}.json"
@@ -60,7 +86,10 @@ def run_eval(workdir: Path, config: dict, split: str = "test", checkpoint: Path 
 
 
 def results_table(results: dict) -> Table:
-    table = Table(title=f"{results['split']}: {results['texts']} texts, {results['videos']} videos ({Path(results['checkpoint']).parent.name}, epoch {results['epoch']})")
+    table = Table(
+        title=f"{results['split']}: {results['texts']} texts, {results['videos']} videos "
+        f"({Path(results['checkpoint']).parent.name}, epoch {results['epoch']})"
+    )
     for column in ("scoring", "direction", "R@1", "R@5", "R@10", "MdR", "MnR", "seconds"):
         table.add_column(column, justify="left" if column in ("scoring", "direction") else "right")
     for name, value in results.items():
@@ -68,7 +97,12 @@ def results_table(results: dict) -> Table:
             for direction in ("t2v", "v2t"):
                 row = value[direction]
                 seconds = f"{value['seconds']:.2f}" if "seconds" in value and direction == "t2v" else ""
-                table.add_row(name if direction == "t2v" else "", direction, *(f"{row[m]:.1f}" for m in ("R@1", "R@5", "R@10", "MdR", "MnR")), seconds)
+                table.add_row(
+                    name if direction == "t2v" else "",
+                    direction,
+                    *(f"{row[m]:.1f}" for m in ("R@1", "R@5", "R@10", "MdR", "MnR")),
+                    seconds,
+                )
     return table
 
 

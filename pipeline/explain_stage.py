@@ -19,7 +19,9 @@ from gais_pipe.retrieval.heads import VideoBatch
 
 def find_row(searcher: Searcher, video: str) -> int:
     for row, entry in enumerate(searcher.videos):
-        if video in (entry["id"], entry["path"]) or (entry["path"] and Path(entry["path"]).resolve() == Path(video).resolve()):
+        if video in (entry["id"], entry["path"]) or (
+            entry["path"] and Path(entry["path"]).resolve() == Path(video).resolve()
+        ):
             return row
     raise KeyError(f"{video}: not in the index (give its id as `gais-pipe info` lists it, or its path)")
 
@@ -35,7 +37,13 @@ def run_explain(searcher: Searcher, text: str, video: str, out: Path) -> Path:
     mask = rows["audio_mask"][0]
     clip_text = torch.from_numpy(searcher.encoder.encode([text]))
     if searcher.model is not None:
-        result = searcher.model(clip_text.to(searcher.device), VideoBatch(frames, torch.from_numpy(rows["audio_features"]), torch.from_numpy(rows["audio_mask"])).to(searcher.device), with_stage1=False)
+        result = searcher.model(
+            clip_text.to(searcher.device),
+            VideoBatch(frames, torch.from_numpy(rows["audio_features"]), torch.from_numpy(rows["audio_mask"])).to(
+                searcher.device
+            ),
+            with_stage1=False,
+        )
         gates = result.pooled.gates[0, 0].cpu().numpy()
         attention = result.pooled.attention[0, 0].cpu().numpy()
         score, attention_label = float(result.full[0, 0]), "attention"
@@ -49,7 +57,18 @@ def run_explain(searcher: Searcher, text: str, video: str, out: Path) -> Path:
     if entry["path"] and Path(entry["path"]).exists():
         path = Path(entry["path"])
         thumbnails = sample_frames(path, probe(path), count, 96).pixels
-    return _draw(text, entry["id"], score, rows["frame_times"][0], thumbnails, gates, mask, attention, attention_label, out)
+    return _draw(
+        text,
+        entry["id"],
+        score,
+        rows["frame_times"][0],
+        thumbnails,
+        gates,
+        mask,
+        attention,
+        attention_label,
+        out,
+    )
 
 
 def _draw(text, video_id, score, times, thumbnails, gates, mask, attention, attention_label, out: Path) -> Path:
@@ -79,7 +98,14 @@ def _draw(text, video_id, score, times, thumbnails, gates, mask, attention, atte
         for f in np.flatnonzero(~mask):
             gate_axis.text(f, 0.05, "no\nsound", ha="center", fontsize=7, color="grey")
     else:
-        gate_axis.text(0.5, 0.5, "zero-shot index: no trained audio gate", ha="center", va="center", transform=gate_axis.transAxes)
+        gate_axis.text(
+            0.5,
+            0.5,
+            "zero-shot index: no trained audio gate",
+            ha="center",
+            va="center",
+            transform=gate_axis.transAxes,
+        )
     gate_axis.set_xticks(positions, [f"{t:.1f}s" for t in times], fontsize=7)
     attention_axis = figure.add_subplot(grid[2, :])
     attention_axis.plot(positions, attention, marker="o", color="tab:blue")

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from gais_pipe.config import Config, copy_config, short_hash
 from gais_pipe.distributed import autocast_dtype, owner, resolve_device, worker_slot
@@ -21,7 +28,7 @@ from gais_pipe.extract.audio_encoders import make_audio_encoder
 from gais_pipe.extract.clip_model import load_clip
 from gais_pipe.extract.discover import Problem, VideoRef, discover
 from gais_pipe.extract.mapper import FeatureMapper
-from gais_pipe.extract.reader import DecodeSpec, DecodedVideo, decoded_stream
+from gais_pipe.extract.reader import DecodedVideo, DecodeSpec, decoded_stream
 from gais_pipe.extract.shards import ShardWriter
 from gais_pipe.extract.workdir import RowRef, Workdir
 
@@ -134,15 +141,27 @@ def run_extract(
         def fail(problem: Problem, ref: VideoRef | None = None) -> None:
             summary.failed += 1
             summary.problems.append(problem)
-            work.log_failure(problem.id, problem.stage, problem.reason, ref.size if ref else None, ref.mtime if ref else None)
-            console.print(f"[red]failed[/red] {problem.id}: {problem.stage}: {problem.reason}", highlight=False, soft_wrap=True)
+            work.log_failure(
+                problem.id,
+                problem.stage,
+                problem.reason,
+                ref.size if ref else None,
+                ref.mtime if ref else None,
+            )
+            console.print(
+                f"[red]failed[/red] {problem.id}: {problem.stage}: {problem.reason}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
         for problem in discovery_problems:
             fail(problem)
 
         frames = int(config["features"]["frames"])
         spec = DecodeSpec(frames, clip.image_size, audio.sample_rate, runtime["decoder"], audio.frontend)
-        mapper = FeatureMapper(clip, audio, device, precision, float(config["features"]["audio"].get("min_coverage", 0.5)))
+        mapper = FeatureMapper(
+            clip, audio, device, precision, float(config["features"]["audio"].get("min_coverage", 0.5))
+        )
         attrs = {
             "feature_hash": record["feature_hash"],
             "identity": record["identity"],
@@ -153,7 +172,14 @@ def run_extract(
             # where relative video ids point: the VIDEOS folder, or the list file's folder
             "source_root": str((videos if videos.is_dir() else videos.parent).resolve()),
         }
-        writer = ShardWriter(work.features_dir, attrs, index, int(runtime["shard_videos"]), float(runtime["shard_seconds"]), work.add_shard)
+        writer = ShardWriter(
+            work.features_dir,
+            attrs,
+            index,
+            int(runtime["shard_videos"]),
+            float(runtime["shard_seconds"]),
+            work.add_shard,
+        )
         by_id = {r.id: r for r in todo}
         start = time.perf_counter()
 
@@ -181,7 +207,11 @@ def run_extract(
                     else:
                         for warning in item.warnings:
                             summary.warned += 1
-                            console.print(f"[yellow]warning[/yellow] {item.ref.id}: {warning}", highlight=False, soft_wrap=True)
+                            console.print(
+                                f"[yellow]warning[/yellow] {item.ref.id}: {warning}",
+                                highlight=False,
+                                soft_wrap=True,
+                            )
                         batch.append(item)
                         if len(batch) >= int(runtime["batch_videos"]):
                             encode(batch)

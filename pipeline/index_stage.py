@@ -83,12 +83,21 @@ def run_build_index(workdir: Path, config: dict, checkpoint: Path | None = None,
     located = work.rows()
     previous = read_record(work)
     indexed = store.videos() if previous and store.exists() else []
-    unchanged = all(v["id"] in located and located[v["id"]].size == v["size"] and located[v["id"]].mtime == v["mtime"] for v in indexed)
+    unchanged = all(
+        v["id"] in located and located[v["id"]].size == v["size"] and located[v["id"]].mtime == v["mtime"]
+        for v in indexed
+    )
     new_ids = sorted(set(located) - {v["id"] for v in indexed})
     total = len(indexed) + len(new_ids)
     dim = features["identity"]["embed_dim"]
     kind = faiss_index.choose_kind(total, dim, config["index"])
-    incremental = previous is not None and previous["identity"] == identity and unchanged and previous["kind"] == kind and previous["count"] == len(indexed)
+    incremental = (
+        previous is not None
+        and previous["identity"] == identity
+        and unchanged
+        and previous["kind"] == kind
+        and previous["count"] == len(indexed)
+    )
     if not incremental:
         shutil.rmtree(folder, ignore_errors=True)
         indexed, new_ids = [], sorted(located)
@@ -109,10 +118,27 @@ def run_build_index(workdir: Path, config: dict, checkpoint: Path | None = None,
         metadata = []
         for i, video_id in enumerate(new_ids):
             ref = located[video_id]
-            metadata.append({"id": video_id, "path": _video_path(video_id, roots.get(ref.shard.name)), "duration": float(columns["duration"][i]),
-                             "shard": ref.shard.name, "row": ref.row, "size": ref.size, "mtime": ref.mtime})
+            metadata.append(
+                {
+                    "id": video_id,
+                    "path": _video_path(video_id, roots.get(ref.shard.name)),
+                    "duration": float(columns["duration"][i]),
+                    "shard": ref.shard.name,
+                    "row": ref.row,
+                    "size": ref.size,
+                    "mtime": ref.mtime,
+                }
+            )
         store.append({name: columns[name] for name in COLUMNS}, metadata)
-    record = {"identity": identity, "kind": kind, "count": total, "dim": dim, "built": time.time(),
-              "added": len(new_ids), "incremental": incremental, "seconds": time.perf_counter() - started}
+    record = {
+        "identity": identity,
+        "kind": kind,
+        "count": total,
+        "dim": dim,
+        "built": time.time(),
+        "added": len(new_ids),
+        "incremental": incremental,
+        "seconds": time.perf_counter() - started,
+    }
     write_json_atomically(folder / "record.json", record)
     return record

@@ -46,18 +46,32 @@ class Searcher:
             raise WorkdirError(f"{workdir}: no index; run `gais-pipe build-index` first")
         features = self.work.identity()
         if features is None or features["feature_hash"] != record["identity"]["feature_hash"]:
-            raise WorkdirError(f"{workdir}: the index was built from other features than the workdir holds; run `gais-pipe build-index`")
+            raise WorkdirError(
+                f"{workdir}: the index was built from other features than the workdir holds; run `gais-pipe "
+                "build-index`"
+            )
         self.store = RerankStore(index_folder(self.work) / "store")
         self.videos = self.store.videos()
         located = self.work.rows()
         stale = len(set(located) - {v["id"] for v in self.videos}) + sum(
-            1 for v in self.videos if v["id"] in located and (located[v["id"]].size, located[v["id"]].mtime) != (v["size"], v["mtime"]))
+            1
+            for v in self.videos
+            if v["id"] in located and (located[v["id"]].size, located[v["id"]].mtime) != (v["size"], v["mtime"])
+        )
         if stale:
-            raise WorkdirError(f"{workdir}: the index is stale ({stale} videos extracted or changed since it was built); run `gais-pipe build-index`")
+            raise WorkdirError(
+                f"{workdir}: the index is stale ({stale} videos extracted or changed since it was built); run "
+                "`gais-pipe build-index`"
+            )
         indexed_checkpoint = record["identity"]["checkpoint"]
-        if checkpoint is not None and (indexed_checkpoint is None or sha256_file(checkpoint) != record["identity"]["checkpoint_sha256"]):
-            raise WorkdirError(f"{checkpoint}: the index was built {'zero-shot' if indexed_checkpoint is None else 'from ' + indexed_checkpoint}; "
-                               f"run `gais-pipe build-index --checkpoint {checkpoint}`")
+        if checkpoint is not None and (
+            indexed_checkpoint is None or sha256_file(checkpoint) != record["identity"]["checkpoint_sha256"]
+        ):
+            raise WorkdirError(
+                f"{checkpoint}: the index was built "
+                f"{'zero-shot' if indexed_checkpoint is None else 'from ' + indexed_checkpoint}; "
+                f"run `gais-pipe build-index --checkpoint {checkpoint}`"
+            )
         self.model = None
         if indexed_checkpoint is not None:
             self.model, _, _ = load_head(self.work, Path(indexed_checkpoint), self.device)
@@ -85,17 +99,29 @@ class Searcher:
             moments = dict(zip(order.tolist(), frame_cos.argmax(dim=1).tolist()))
             gates = {}
         else:
-            batch = VideoBatch(frames, torch.from_numpy(rows["audio_features"]), torch.from_numpy(rows["audio_mask"])).to(self.device)
+            batch = VideoBatch(
+                frames, torch.from_numpy(rows["audio_features"]), torch.from_numpy(rows["audio_mask"])
+            ).to(self.device)
             out = self.model(clip_text, batch, with_stage1=False)
             final = dict(zip(order.tolist(), out.full[0].tolist()))
             moments = dict(zip(order.tolist(), out.pooled.attention[0].argmax(dim=1).tolist()))
             mask = batch.mask.float()
             mean_gate = (out.pooled.gates[0] * mask).sum(1) / mask.sum(1).clamp_min(1)
-            gates = {row: (float(g) if m > 0 else None) for row, g, m in zip(order.tolist(), mean_gate.tolist(), mask.sum(1).tolist())}
+            gates = {
+                row: (float(g) if m > 0 else None)
+                for row, g, m in zip(order.tolist(), mean_gate.tolist(), mask.sum(1).tolist())
+            }
         times = {row: rows["frame_times"][i] for i, row in enumerate(order.tolist())}
         ranked = sorted(final, key=lambda row: -final[row])[:k]
         return [
-            Hit(rank + 1, float(final[row]), self.videos[row]["id"], self.videos[row]["path"], float(times[row][moments[row]]), gates.get(row))
+            Hit(
+                rank + 1,
+                float(final[row]),
+                self.videos[row]["id"],
+                self.videos[row]["path"],
+                float(times[row][moments[row]]),
+                gates.get(row),
+            )
             for rank, row in enumerate(ranked)
         ]
 

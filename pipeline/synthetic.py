@@ -26,7 +26,11 @@ import numpy as np
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
-MOTIONS = {"left to right": "moving from left to right", "up and down": "bouncing up and down", "still": "standing still"}
+MOTIONS = {
+    "left to right": "moving from left to right",
+    "up and down": "bouncing up and down",
+    "still": "standing still",
+}
 TONES = {"beep": "high beeps", "hum": "a low hum", "whistle": "a rising whistle"}
 WORDS = ("hello", "seven", "banana")
 NOISES = ("white", "pink", "brown")
@@ -92,9 +96,14 @@ def _speech(word: str) -> np.ndarray | None:
         path = Path(folder) / "word.wav"
         subprocess.run(["espeak-ng", "-w", str(path), word], check=True, capture_output=True)
         with wave.open(str(path)) as handle:
-            rate, data = handle.getframerate(), np.frombuffer(handle.readframes(handle.getnframes()), np.int16)
+            rate, data = (
+                handle.getframerate(),
+                np.frombuffer(handle.readframes(handle.getnframes()), np.int16),
+            )
     samples = data.astype(np.float32) / 32768
-    return np.interp(np.arange(0, len(samples) * RATE / rate) * rate / RATE, np.arange(len(samples)), samples).astype(np.float32)
+    return np.interp(np.arange(0, len(samples) * RATE / rate) * rate / RATE, np.arange(len(samples)), samples).astype(
+        np.float32
+    )
 
 
 def _audio(spec: Spec, rng: np.random.Generator) -> np.ndarray | None:
@@ -156,7 +165,9 @@ def encode_mono_audio(container, stream, samples: np.ndarray) -> None:
 def _write(path: Path, frames: np.ndarray, audio: np.ndarray | None, container: str) -> None:
     codecs = {"mp4": ("libx264", "aac"), "mkv": ("libx264", "pcm_s16le"), "webm": ("libvpx", "libopus")}
     vcodec, acodec = codecs[container]
-    with av.open(str(path), "w", container_options={"fflags": "+bitexact"}) as out:  # no random ids: same seed, same bytes
+    with av.open(
+        str(path), "w", container_options={"fflags": "+bitexact"}
+    ) as out:  # no random ids: same seed, same bytes
         video = out.add_stream(vcodec, rate=FPS)
         video.width = video.height = SIZE
         video.pix_fmt = "yuv420p"
@@ -168,7 +179,9 @@ def _write(path: Path, frames: np.ndarray, audio: np.ndarray | None, container: 
             sound = out.add_stream(acodec, rate=rate)
             sound.layout = "mono"
             if rate != RATE:
-                audio = np.interp(np.arange(int(len(audio) * rate / RATE)) * RATE / rate, np.arange(len(audio)), audio).astype(np.float32)
+                audio = np.interp(
+                    np.arange(int(len(audio) * rate / RATE)) * RATE / rate, np.arange(len(audio)), audio
+                ).astype(np.float32)
         encode_frames(out, video, frames)
         if sound is not None:
             encode_mono_audio(out, sound, audio)
@@ -190,14 +203,28 @@ def plan(count: int, seed: int) -> list[Spec]:
             if len(specs) < count:
                 specs.append(Spec(f"v{index + 1:05d}.{container}", shape, colour, motion, str(second), container))
         elif kind < 0.8:
-            specs.append(Spec(f"v{index:05d}.{container}", shape, colour, motion, f"noise:{rng.choice(NOISES)}", container))
+            specs.append(
+                Spec(
+                    f"v{index:05d}.{container}",
+                    shape,
+                    colour,
+                    motion,
+                    f"noise:{rng.choice(NOISES)}",
+                    container,
+                )
+            )
         else:
             specs.append(Spec(f"v{index:05d}.{container}", shape, colour, motion, "none", container))
     return specs
 
 
 def captions_for(spec: Spec) -> list[str]:
-    words = {"colour": spec.colour, "shape": spec.shape, "motion": MOTIONS[spec.motion], "sound": spec.description()}
+    words = {
+        "colour": spec.colour,
+        "shape": spec.shape,
+        "motion": MOTIONS[spec.motion],
+        "sound": spec.description(),
+    }
     templates = TEMPLATES_HEARD if words["sound"] else TEMPLATES_SEEN
     return [template.format(**words) for template in templates]
 
@@ -220,9 +247,23 @@ def make_synthetic(out: Path, count: int = 240, seed: int = 0, progress=None) ->
         position = split_of[i] / len(specs)
         split = "train" if position < 0.7 else "val" if position < 0.85 else "test"
         lines += [json.dumps({"video": spec.name, "caption": c, "split": split}) for c in captions_for(spec)]
-        facts.append({"video": spec.name, "shape": spec.shape, "colour": spec.colour, "motion": spec.motion, "sound": spec.sound, "split": split})
+        facts.append(
+            {
+                "video": spec.name,
+                "shape": spec.shape,
+                "colour": spec.colour,
+                "motion": spec.motion,
+                "sound": spec.sound,
+                "split": split,
+            }
+        )
         if progress:
             progress(i + 1, len(specs))
     (out / "captions.jsonl").write_text("\n".join(lines) + "\n")
     (out / "videos.json").write_text(json.dumps(facts, indent=1))
-    return {"videos": len(specs), "captions": len(lines), "folder": str(videos), "captions_file": str(out / "captions.jsonl")}
+    return {
+        "videos": len(specs),
+        "captions": len(lines),
+        "folder": str(videos),
+        "captions_file": str(out / "captions.jsonl"),
+    }

@@ -54,7 +54,9 @@ def _gather_rows(blocks: list[torch.Tensor], world: int) -> list[torch.Tensor]:
     return list(torch.split(gathered, widths, dim=1))
 
 
-def batch_loss(model, texts: torch.Tensor, videos: VideoBatch, config: Config, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, dict]:
+def batch_loss(
+    model, texts: torch.Tensor, videos: VideoBatch, config: Config, rank: int = 0, world: int = 1
+) -> tuple[torch.Tensor, dict]:
     """The loss of one global batch (text i describes video i); this process computes its rows."""
     loss_cfg = config["loss"]
     size = len(texts)
@@ -174,22 +176,44 @@ def run_train(
     if record is None:
         raise WorkdirError(f"{workdir}: no features yet; run `gais-pipe extract` first")
 
-    splits, report = caption_splits(work, captions_path, dataset, train_cfg, TextEncoder(work, device), allow_missing, bool(train_cfg["lazy_features"]))
+    splits, report = caption_splits(
+        work,
+        captions_path,
+        dataset,
+        train_cfg,
+        TextEncoder(work, device),
+        allow_missing,
+        bool(train_cfg["lazy_features"]),
+    )
     if report.missing and rank == 0:
-        console.print(f"[yellow]skipped {len(report.missing)} captioned videos that are not extracted (first: {', '.join(report.missing[:5])})", highlight=False)
+        console.print(
+            f"[yellow]skipped {len(report.missing)} captioned videos that are not extracted (first: "
+            f"{', '.join(report.missing[:5])})",
+            highlight=False,
+        )
     if "train" not in splits or "val" not in splits:
-        raise WorkdirError(f"{captions_path}: needs train and val captions (val is carved from train when val_ratio > 0)")
+        raise WorkdirError(
+            f"{captions_path}: needs train and val captions (val is carved from train when val_ratio > 0)"
+        )
     train, val = splits["train"], splits["val"]
 
     run_config = {k: config[k] for k in ("model", "loss", "train")}
     run_dir = work.root / "runs" / (run_name or f"run-{short_hash([run_config, record['feature_hash']])[:8]}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"config": run_config, "feature_hash": record["feature_hash"], "identity": record["identity"], "clip_sha256": record["clip"]["sha256"],
-            "captions": str(captions_path), "dataset": dataset}
+    meta = {
+        "config": run_config,
+        "feature_hash": record["feature_hash"],
+        "identity": record["identity"],
+        "clip_sha256": record["clip"]["sha256"],
+        "captions": str(captions_path),
+        "dataset": dataset,
+    }
 
     torch.manual_seed(int(train_cfg["seed"]))
     model = GAISHead.for_features(record["identity"], config["model"]).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(train_cfg["lr"]), weight_decay=float(train_cfg["weight_decay"]))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=float(train_cfg["lr"]), weight_decay=float(train_cfg["weight_decay"])
+    )
     steps_per_epoch = len(epoch_batches(train, int(train_cfg["batch_size"]), int(train_cfg["seed"]), 0, world))
     scheduler = _schedule(optimizer, steps_per_epoch * int(train_cfg["epochs"]), float(train_cfg["warmup_fraction"]))
     start_epoch, best, history = 0, {"epoch": -1, "val_t2v_R@1": -1.0}, []
@@ -207,14 +231,29 @@ def run_train(
             dist.broadcast(tensor.data, src=0)
     amp = device.type == "cuda" and bool(train_cfg["amp"])
 
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} {task.fields[rate]:.0f} captions/s"),
-                        TimeElapsedColumn(), console=console, disable=not show_progress or rank != 0)
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} {task.fields[rate]:.0f} captions/s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show_progress or rank != 0,
+    )
     with progress:
-        task = progress.add_task("train", total=steps_per_epoch * (int(train_cfg["epochs"]) - start_epoch), epoch=start_epoch + 1, loss=0.0, rate=0.0)
+        task = progress.add_task(
+            "train",
+            total=steps_per_epoch * (int(train_cfg["epochs"]) - start_epoch),
+            epoch=start_epoch + 1,
+            loss=0.0,
+            rate=0.0,
+        )
         for epoch in range(start_epoch, int(train_cfg["epochs"])):
             model.train()
             losses, seen, started = [], 0, time.perf_counter()
-            for captions_idx in epoch_batches(train, int(train_cfg["batch_size"]), int(train_cfg["seed"]), epoch, world):
+            for captions_idx in epoch_batches(
+                train, int(train_cfg["batch_size"]), int(train_cfg["seed"]), epoch, world
+            ):
                 video_idx = train.caption_video[captions_idx]
                 videos = train.videos.take(video_idx).to(device)
                 texts = train.text_features[captions_idx].to(device).float()
@@ -232,24 +271,55 @@ def run_train(
                 scheduler.step()
                 losses.append(float(loss.detach()))
                 seen += len(captions_idx)
-                progress.update(task, advance=1, epoch=epoch + 1, loss=losses[-1], rate=seen / (time.perf_counter() - started))
-            entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                     "captions_per_s": seen / max(time.perf_counter() - started, 1e-9), "lr": scheduler.get_last_lr()[0]}
+                progress.update(
+                    task,
+                    advance=1,
+                    epoch=epoch + 1,
+                    loss=losses[-1],
+                    rate=seen / (time.perf_counter() - started),
+                )
+            entry = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "captions_per_s": seen / max(time.perf_counter() - started, 1e-9),
+                "lr": scheduler.get_last_lr()[0],
+            }
             if rank == 0:
                 scores = evaluate(model, val, device, int(config["eval"]["text_chunk"]))
-                entry.update({f"val_t2v_{k}": v for k, v in scores["full"]["t2v"].items() if k.startswith("R@") or k in ("MdR", "MnR")})
+                entry.update(
+                    {
+                        f"val_t2v_{k}": v
+                        for k, v in scores["full"]["t2v"].items()
+                        if k.startswith("R@") or k in ("MdR", "MnR")
+                    }
+                )
                 entry["val_stage1_t2v_R@1"] = scores["stage1"]["t2v"]["R@1"]
                 history.append(entry)
                 if entry["val_t2v_R@1"] > best["val_t2v_R@1"]:
                     best = {"epoch": epoch + 1, "val_t2v_R@1": entry["val_t2v_R@1"]}
                     save_checkpoint(run_dir / "best.safetensors", model, {**meta, "epoch": epoch + 1, "val": scores})
                 save_checkpoint(run_dir / "last.safetensors", model, {**meta, "epoch": epoch + 1})
-                save_training_state(run_dir, meta, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                                    "rng": torch.get_rng_state(), "epoch": epoch, "best": best, "history": history})
+                save_training_state(
+                    run_dir,
+                    meta,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "epoch": epoch,
+                        "best": best,
+                        "history": history,
+                    },
+                )
                 with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(entry) + "\n")
                 plot_curves(history, run_dir / "curves.png")
-                console.print(f"epoch {epoch + 1}: loss {entry['train_loss']:.4f}, val t2v R@1 {entry['val_t2v_R@1']:.1f} (stage-1 {entry['val_stage1_t2v_R@1']:.1f})", highlight=False)
+                console.print(
+                    f"epoch {epoch + 1}: loss {entry['train_loss']:.4f}, val t2v R@1 {entry['val_t2v_R@1']:.1f} "
+                    f"(stage-1 {entry['val_stage1_t2v_R@1']:.1f})",
+                    highlight=False,
+                )
             if world > 1:
                 dist.barrier()
     return TrainResult(run_dir, best["epoch"], best["val_t2v_R@1"], history)

@@ -22,8 +22,11 @@ def describe(root: Path, console: Console) -> dict:
         "config": record.get("config_name"),
         "feature hash": record["feature_hash"],
         "frames per video": record["identity"]["features"]["frames"],
-        "image encoder": f"{record['clip']['model']} ({record['clip']['pretrained']}), sha256 {record['clip']['sha256'][:12]}, {record['identity']['embed_dim']}-d",
-        "audio encoder": f"{record['audio']['encoder']}" + (f", sha256 {record['audio']['sha256'][:12]}" if record["audio"].get("sha256") else " (weight-free)") + f", {record['identity']['audio_dim']}-d",
+        "image encoder": f"{record['clip']['model']} ({record['clip']['pretrained']}), sha256 "
+        "{record['clip']['sha256'][:12]}, {record['identity']['embed_dim']}-d",
+        "audio encoder": f"{record['audio']['encoder']}"
+        + (f", sha256 {record['audio']['sha256'][:12]}" if record["audio"].get("sha256") else " (weight-free)")
+        + f", {record['identity']['audio_dim']}-d",
         "videos": len(rows),
         "shards": len(shards),
         "stored": f"{stored / 1e6:.2f} MB ({stored / max(len(rows), 1) / 1024:.1f} KiB per video)",
@@ -36,7 +39,11 @@ def describe(root: Path, console: Console) -> dict:
         table.add_row(key, str(value))
     console.print(table)
     for failure in failures[:10]:
-        console.print(f"[red]failed[/red] {failure['video']}: {failure['stage']}: {failure['reason']}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]failed[/red] {failure['video']}: {failure['stage']}: {failure['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if len(failures) > 10:
         console.print(f"... and {len(failures) - 10} more in {work.failures_path}")
     return facts

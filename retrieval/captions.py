@@ -47,7 +47,9 @@ def load_msrvtt(folder: Path, train: str = "9k") -> list[Caption]:
     data = _read_json(folder / "MSRVTT_data.json")
     train_ids = {row["video_id"] for row in _csv_rows(folder / f"MSRVTT_train.{train}.csv")}
     captions = [Caption(s["video_id"], s["caption"], "train") for s in data["sentences"] if s["video_id"] in train_ids]
-    captions += [Caption(row["video_id"], row["sentence"], "test") for row in _csv_rows(folder / "MSRVTT_JSFUSION_test.csv")]
+    captions += [
+        Caption(row["video_id"], row["sentence"], "test") for row in _csv_rows(folder / "MSRVTT_JSFUSION_test.csv")
+    ]
     return captions
 
 
@@ -59,7 +61,10 @@ def load_didemo(folder: Path) -> list[Caption]:
         for item in _read_json(folder / name):
             start = min(t[0] for t in item["times"]) if item.get("times") else 0
             paragraphs.setdefault(item["video"], []).append((start, item["description"].strip()))
-        captions += [Caption(video, " ".join(text for _, text in sorted(parts, key=lambda p: p[0])), split) for video, parts in paragraphs.items()]
+        captions += [
+            Caption(video, " ".join(text for _, text in sorted(parts, key=lambda p: p[0])), split)
+            for video, parts in paragraphs.items()
+        ]
     return captions
 
 
@@ -105,17 +110,30 @@ def load_generic(path: Path) -> list[Caption]:
     return captions
 
 
-LOADERS = {"msrvtt": load_msrvtt, "msrvtt-7k": lambda f: load_msrvtt(f, "7k"), "didemo": load_didemo, "lsmdc": load_lsmdc, "vatex": load_vatex}
+LOADERS = {
+    "msrvtt": load_msrvtt,
+    "msrvtt-7k": lambda f: load_msrvtt(f, "7k"),
+    "didemo": load_didemo,
+    "lsmdc": load_lsmdc,
+    "vatex": load_vatex,
+}
 
 
 def detect_dataset(path: Path) -> str:
     if path.is_file():
         return "generic"
-    markers = {"MSRVTT_data.json": "msrvtt", "train_data.json": "didemo", "LSMDC16_annos_training.csv": "lsmdc", "vatex_training_v1.0.json": "vatex"}
+    markers = {
+        "MSRVTT_data.json": "msrvtt",
+        "train_data.json": "didemo",
+        "LSMDC16_annos_training.csv": "lsmdc",
+        "vatex_training_v1.0.json": "vatex",
+    }
     for marker, name in markers.items():
         if (path / marker).exists():
             return name
-    raise CaptionError(f"{path}: cannot tell which dataset this is; pass --dataset (msrvtt, msrvtt-7k, didemo, lsmdc, vatex, generic)")
+    raise CaptionError(
+        f"{path}: cannot tell which dataset this is; pass --dataset (msrvtt, msrvtt-7k, didemo, lsmdc, vatex, generic)"
+    )
 
 
 def load_captions(path: Path, dataset: str | None = None) -> list[Caption]:

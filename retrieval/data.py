@@ -48,7 +48,7 @@ class ShardVideos:
 class Split:
     name: str
     video_ids: list[str]  # extracted ids
-    videos: "VideoBatch | ShardVideos"  # features of those videos, in that order (take(rows) -> VideoBatch)
+    videos: VideoBatch | ShardVideos  # features of those videos, in that order (take(rows) -> VideoBatch)
     texts: list[str]
     text_features: torch.Tensor  # [C, D]
     caption_video: np.ndarray  # [C] index into video_ids
@@ -64,17 +64,28 @@ class JoinReport:
     missing: list[str]  # annotation ids with no extracted video
 
 
-def caption_splits(work: Workdir, captions_path, dataset: str | None, train_cfg: dict, encode_texts, allow_missing: bool,
-                   lazy: bool = False) -> tuple[dict[str, Split], JoinReport]:
+def caption_splits(
+    work: Workdir,
+    captions_path,
+    dataset: str | None,
+    train_cfg: dict,
+    encode_texts,
+    allow_missing: bool,
+    lazy: bool = False,
+) -> tuple[dict[str, Split], JoinReport]:
     """Load the annotations, carve val from train as the training config says, and join to features.
     Train and eval both come here, so eval sees exactly the splits training saw."""
     from .captions import carve_validation, load_captions
 
-    captions = carve_validation(load_captions(captions_path, dataset), float(train_cfg["val_ratio"]), int(train_cfg["seed"]))
+    captions = carve_validation(
+        load_captions(captions_path, dataset), float(train_cfg["val_ratio"]), int(train_cfg["seed"])
+    )
     return join(work, captions, encode_texts, allow_missing, lazy)
 
 
-def join(work: Workdir, captions: list[Caption], encode_texts, allow_missing: bool, lazy: bool = False) -> tuple[dict[str, Split], JoinReport]:
+def join(
+    work: Workdir, captions: list[Caption], encode_texts, allow_missing: bool, lazy: bool = False
+) -> tuple[dict[str, Split], JoinReport]:
     """Match captions to extracted videos and embed them; missing videos stop the run unless allowed.
 
     Video features are held in memory, or with `lazy` read from the shards batch by batch."""
@@ -103,7 +114,9 @@ def join(work: Workdir, captions: list[Caption], encode_texts, allow_missing: bo
         splits[name] = Split(
             name=name,
             video_ids=split_videos,
-            videos=ShardVideos([located[v] for v in split_videos]) if lazy else VideoBatch(
+            videos=ShardVideos([located[v] for v in split_videos])
+            if lazy
+            else VideoBatch(
                 torch.from_numpy(columns["frame_features"][rows]),
                 torch.from_numpy(columns["audio_features"][rows]),
                 torch.from_numpy(columns["audio_mask"][rows]),

@@ -17,7 +17,9 @@ def both_directions(scores: np.ndarray, caption_video: np.ndarray) -> dict:
     return {"t2v": text_to_video(scores, caption_video), "v2t": video_to_text(scores, caption_video)}
 
 
-def evaluate(model: GAISHead, split: Split, device: torch.device, chunk: int = 64, rerank_k: int = 0, dsl: bool = False) -> dict:
+def evaluate(
+    model: GAISHead, split: Split, device: torch.device, chunk: int = 64, rerank_k: int = 0, dsl: bool = False
+) -> dict:
     videos = split.videos.take(np.arange(len(split.video_ids))).to(device)  # the split's videos, all at once
     texts = split.text_features.to(device).float()
     results: dict = {"split": split.name, "texts": len(split), "videos": len(split.video_ids)}
@@ -26,11 +28,17 @@ def evaluate(model: GAISHead, split: Split, device: torch.device, chunk: int = 6
     results["full"] = {**both_directions(full, split.caption_video), "seconds": time.perf_counter() - started}
     started = time.perf_counter()
     first = stage1_scores(model, texts, videos)
-    results["stage1"] = {**both_directions(first, split.caption_video), "seconds": time.perf_counter() - started}
+    results["stage1"] = {
+        **both_directions(first, split.caption_video),
+        "seconds": time.perf_counter() - started,
+    }
     if rerank_k:
         started = time.perf_counter()
         two = two_stage_scores(model, texts, videos, first, rerank_k)
-        results[f"two-stage@{rerank_k}"] = {**both_directions(two, split.caption_video), "seconds": time.perf_counter() - started + results["stage1"]["seconds"]}
+        results[f"two-stage@{rerank_k}"] = {
+            **both_directions(two, split.caption_video),
+            "seconds": time.perf_counter() - started + results["stage1"]["seconds"],
+        }
     if dsl:  # uses the whole query set's statistics: reported beside the plain numbers, never instead
         results["full+DSL"] = {
             "t2v": text_to_video(dual_softmax(full), split.caption_video),

@@ -37,13 +37,13 @@ class VideoBatch:
     audio: torch.Tensor  # [M, T, Da]
     mask: torch.Tensor  # [M, T] bool: segment has real audio
 
-    def to(self, device) -> "VideoBatch":
+    def to(self, device) -> VideoBatch:
         return VideoBatch(self.frames.to(device).float(), self.audio.to(device).float(), self.mask.to(device))
 
     def __len__(self) -> int:
         return len(self.frames)
 
-    def take(self, rows) -> "VideoBatch":
+    def take(self, rows) -> VideoBatch:
         return VideoBatch(self.frames[rows], self.audio[rows], self.mask[rows])
 
 
@@ -67,7 +67,7 @@ class VideoState:
     out_v: torch.Tensor | None
     out_d: torch.Tensor | None
 
-    def select(self, rows) -> "VideoState":
+    def select(self, rows) -> VideoState:
         return VideoState(*(None if value is None else value[rows] for value in vars(self).values()))
 
 
@@ -122,7 +122,7 @@ class GAISHead(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(float(scale))))
 
     @classmethod
-    def for_features(cls, identity: dict, model_cfg: dict) -> "GAISHead":
+    def for_features(cls, identity: dict, model_cfg: dict) -> GAISHead:
         """The heads for a workdir's features (its recorded identity: widths and frame count)."""
         return cls(identity["embed_dim"], identity["audio_dim"], identity["features"]["frames"], model_cfg)
 
@@ -141,7 +141,7 @@ class GAISHead(nn.Module):
         mask = videos.mask.float() if self.use_audio else torch.zeros_like(videos.mask, dtype=torch.float32)
         return projected, mask
 
-    def prepare(self, videos: "VideoBatch | VideoState") -> VideoState:
+    def prepare(self, videos: VideoBatch | VideoState) -> VideoState:
         """The query-independent part of pooling, for a set of videos (computed once per set)."""
         if isinstance(videos, VideoState):
             return videos
@@ -165,10 +165,20 @@ class GAISHead(nn.Module):
             mixed = self.out.weight @ self.value.weight  # out(value(x)) = mixed x + ...
             out_v, out_d = (v_c * gamma) @ mixed.T, (d_c * gamma) @ mixed.T
         return VideoState(
-            frames, diff, mask, gate_logits,
-            (frames * frames).sum(-1), (frames * diff).sum(-1), (diff * diff).sum(-1),
-            (v_c * v_c).sum(-1), (v_c * d_c).sum(-1), (d_c * d_c).sum(-1),
-            key_v, key_d, out_v, out_d,
+            frames,
+            diff,
+            mask,
+            gate_logits,
+            (frames * frames).sum(-1),
+            (frames * diff).sum(-1),
+            (diff * diff).sum(-1),
+            (v_c * v_c).sum(-1),
+            (v_c * d_c).sum(-1),
+            (d_c * d_c).sum(-1),
+            key_v,
+            key_d,
+            out_v,
+            out_d,
         )
 
     def gates(self, text: torch.Tensor, state: VideoState) -> torch.Tensor:
@@ -178,7 +188,7 @@ class GAISHead(nn.Module):
             logits = logits + (text @ self.gate.weight[0, 2 * self.dim :] + self.gate.bias)[:, None, None]
         return torch.sigmoid(logits) * state.mask.unsqueeze(0)
 
-    def stage1(self, videos: "VideoBatch | VideoState") -> torch.Tensor:
+    def stage1(self, videos: VideoBatch | VideoState) -> torch.Tensor:
         """Query-independent embedding e_v = normalize(mean_f u0_f) with the text-free gate: [M, D]."""
         state = self.prepare(videos)
         w = self.gate0.weight[0]
@@ -188,28 +198,40 @@ class GAISHead(nn.Module):
         return F.normalize(fused.mean(dim=1), dim=-1)
 
     # --- pooling ------------------------------------------------------------------------
-    def pool(self, text: torch.Tensor, videos: "VideoBatch | VideoState") -> Pooled:
+    def pool(self, text: torch.Tensor, videos: VideoBatch | VideoState) -> Pooled:
         """v_hat_m(t_n) for every text and video, without an [N, M, T, D] tensor."""
         state = self.prepare(videos)
         gates = self.gates(text, state)  # [N, M, T]
         fused_norm = torch.sqrt((state.ff + 2 * gates * state.fd + gates**2 * state.dd).clamp_min(1e-12))
         t_unit = F.normalize(text, dim=-1)
-        frame_text_cos = (torch.einsum("nd,mtd->nmt", t_unit, state.frames) + gates * torch.einsum("nd,mtd->nmt", t_unit, state.diff)) / fused_norm
+        frame_text_cos = (
+            torch.einsum("nd,mtd->nmt", t_unit, state.frames) + gates * torch.einsum("nd,mtd->nmt", t_unit, state.diff)
+        ) / fused_norm
         if self.pooling == "mean":  # CLIP4Clip's mean pooling of the (fused) frames
-            video = state.frames.mean(dim=1).unsqueeze(0) + torch.einsum("nmt,mtd->nmd", gates, state.diff) / self.frames
+            video = (
+                state.frames.mean(dim=1).unsqueeze(0) + torch.einsum("nmt,mtd->nmd", gates, state.diff) / self.frames
+            )
             return Pooled(video, gates, torch.full_like(gates, 1.0 / self.frames), frame_text_cos)
 
-        sigma = torch.sqrt((state.cvv + 2 * gates * state.cvd + gates**2 * state.cdd) / self.dim + self.norm_frames.eps)  # LayerNorm's std
+        sigma = torch.sqrt(
+            (state.cvv + 2 * gates * state.cvd + gates**2 * state.cdd) / self.dim + self.norm_frames.eps
+        )  # LayerNorm's std
         beta = self.norm_frames.bias
         key_b = self.key.weight @ beta + self.key.bias
         query = self.query(self.norm_text(text))  # [N, D]
-        logits = (torch.einsum("nd,mtd->nmt", query, state.key_v) + gates * torch.einsum("nd,mtd->nmt", query, state.key_d)) / sigma
+        logits = (
+            torch.einsum("nd,mtd->nmt", query, state.key_v) + gates * torch.einsum("nd,mtd->nmt", query, state.key_d)
+        ) / sigma
         logits = (logits + (query @ key_b)[:, None, None]) / math.sqrt(self.dim)
         attention = torch.softmax(logits, dim=-1)
         # out(value(LN(u))) = (O_v + g O_d) / sigma + out_b
         out_b = self.out.weight @ (self.value.weight @ beta + self.value.bias) + self.out.bias
         weights = attention / sigma
-        z = torch.einsum("nmt,mtd->nmd", weights, state.out_v) + torch.einsum("nmt,mtd->nmd", weights * gates, state.out_d) + out_b
+        z = (
+            torch.einsum("nmt,mtd->nmd", weights, state.out_v)
+            + torch.einsum("nmt,mtd->nmd", weights * gates, state.out_d)
+            + out_b
+        )
         z = self.norm_out(z)
         video = self.norm_final(z + self.dropout(self.residual(z)))
         return Pooled(video, gates, attention, frame_text_cos)
@@ -267,7 +289,13 @@ class GAISHead(nn.Module):
         return unit.unsqueeze(1) + radius * shape * torch.randn(n, m, self.dim, device=text.device)
 
     # --- scores -------------------------------------------------------------------------
-    def forward(self, text: torch.Tensor, videos: "VideoBatch | VideoState", with_stage1: bool = True, positives: torch.Tensor | None = None) -> "Scores":
+    def forward(
+        self,
+        text: torch.Tensor,
+        videos: VideoBatch | VideoState,
+        with_stage1: bool = True,
+        positives: torch.Tensor | None = None,
+    ) -> Scores:
         """Every text against every video: the full GAIS score, the stage-1 score, and what pooling saw.
 
         Everything a loss needs from the parameters is computed here (DDP syncs gradients of what

@@ -25,7 +25,9 @@ def adaptive_margin(text: torch.Tensor, video: torch.Tensor, beta: float, delta:
     return margin.fill_diagonal_(0.0)
 
 
-def support_text_scores(text: torch.Tensor, video: torch.Tensor, radius: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+def support_text_scores(
+    text: torch.Tensor, video: torch.Tensor, radius: torch.Tensor, positives: torch.Tensor
+) -> torch.Tensor:
     """T-MASS's support text: each text moved by its radius towards its own video, scored against all videos.
 
     text [b, D] (unit), video [b, B, D] (v_hat of text i for video j), radius [b, D] of the positive

@@ -30,7 +30,9 @@ def stage1_scores(model: GAISHead, texts: torch.Tensor, videos: VideoBatch) -> n
 
 
 @torch.no_grad()
-def two_stage_scores(model: GAISHead, texts: torch.Tensor, videos: VideoBatch, stage1: np.ndarray, k: int) -> np.ndarray:
+def two_stage_scores(
+    model: GAISHead, texts: torch.Tensor, videos: VideoBatch, stage1: np.ndarray, k: int
+) -> np.ndarray:
     """Stage-1 top K re-ranked by the full score; the rest keep their stage-1 order below them."""
     model.eval()
     k = min(k, stage1.shape[1])
@@ -38,5 +40,7 @@ def two_stage_scores(model: GAISHead, texts: torch.Tensor, videos: VideoBatch, s
     scores = stage1 - 10.0  # cosines are in [-1, 1]: every re-ranked candidate lands above every other
     state = model.prepare(videos)
     for j, candidates in enumerate(order):
-        scores[j, candidates] = model(texts[j : j + 1], state.select(torch.from_numpy(candidates)), with_stage1=False).full[0].cpu().numpy()
+        scores[j, candidates] = (
+            model(texts[j : j + 1], state.select(torch.from_numpy(candidates)), with_stage1=False).full[0].cpu().numpy()
+        )
     return scores

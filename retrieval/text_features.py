@@ -28,9 +28,14 @@ class TextEncoder:
         clip = record["clip"]
         file = Path(clip_file or clip["file"])
         if not file.is_file():
-            raise WeightsUnavailable(f"{file}: the CLIP checkpoint that made this workdir's features is gone; pass --clip-weights PATH")
+            raise WeightsUnavailable(
+                f"{file}: the CLIP checkpoint that made this workdir's features is gone; pass --clip-weights PATH"
+            )
         if sha256_file(file) != clip["sha256"]:
-            raise WorkdirError(f"{file}: sha256 differs from the checkpoint that made this workdir's frame features ({clip['sha256'][:12]})")
+            raise WorkdirError(
+                f"{file}: sha256 differs from the checkpoint that made this workdir's frame features "
+                f"({clip['sha256'][:12]})"
+            )
         self.sha256 = clip["sha256"]
         self.clip = load_clip({"model": clip["model"], "pretrained": str(file)}, work.models_dir, device)
         self.tokenizer = open_clip.get_tokenizer(clip["model"])

@@ -22,7 +22,11 @@ from gais_pipe.extract_stage import feature_record
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SOUNDS = ["a dog barking", "a siren", "rain", "a piano", "speech", "a drum"]
-PHRASES = ["a video of {c} shapes with {s}", "{c} things moving while {s} plays", "footage in {c}, you can hear {s}"]
+PHRASES = [
+    "a video of {c} shapes with {s}",
+    "{c} things moving while {s} plays",
+    "footage in {c}, you can hear {s}",
+]
 
 
 class _Logmel:
@@ -30,7 +34,14 @@ class _Logmel:
     dim = 64
 
 
-def make_feature_workdir(root: Path, videos: int = 120, seed: int = 0, frames: int = 12, noise: float = 0.5, splits=(0.7, 0.15, 0.15)) -> tuple[Path, Path]:
+def make_feature_workdir(
+    root: Path,
+    videos: int = 120,
+    seed: int = 0,
+    frames: int = 12,
+    noise: float = 0.5,
+    splits=(0.7, 0.15, 0.15),
+) -> tuple[Path, Path]:
     """(workdir, captions.jsonl)."""
     rng = np.random.default_rng(seed)
     work = Workdir(root / "work")
@@ -49,12 +60,32 @@ def make_feature_workdir(root: Path, videos: int = 120, seed: int = 0, frames: i
         frame_features = visual[colour] + noise * rng.standard_normal((frames, dim))
         audio_features = (audio[sound] + noise * rng.standard_normal((frames, 64))) if heard else np.zeros((frames, 64))
         video_id = f"v{i:04d}.mp4"
-        rows.append(FeatureRow(video_id, frame_features.astype(np.float16), audio_features.astype(np.float16), np.full(frames, heard),
-                               np.linspace(0, 1, frames, dtype=np.float32), 1.0, 25.0, 1000 + i, 0.0, heard, 0, "synthetic"))
+        rows.append(
+            FeatureRow(
+                video_id,
+                frame_features.astype(np.float16),
+                audio_features.astype(np.float16),
+                np.full(frames, heard),
+                np.linspace(0, 1, frames, dtype=np.float32),
+                1.0,
+                25.0,
+                1000 + i,
+                0.0,
+                heard,
+                0,
+                "synthetic",
+            )
+        )
         position = i / videos
         split = "train" if position < splits[0] else "val" if position < splits[0] + splits[1] else "test"
         for phrase in PHRASES:
-            captions.append({"video": video_id, "caption": phrase.format(c=COLOURS[colour], s=SOUNDS[sound] if heard else "silence"), "split": split})
+            captions.append(
+                {
+                    "video": video_id,
+                    "caption": phrase.format(c=COLOURS[colour], s=SOUNDS[sound] if heard else "silence"),
+                    "split": split,
+                }
+            )
     order = rng.permutation(len(rows))  # splits spread over the classes
     for j, caption in enumerate(captions):
         caption["split"] = captions[3 * order[j // 3] + j % 3]["split"]

@@ -4,17 +4,32 @@ import json
 
 import pytest
 
-from gais_pipe.retrieval.captions import CaptionError, carve_validation, detect_dataset, load_captions, match_videos
+from gais_pipe.retrieval.captions import (
+    CaptionError,
+    carve_validation,
+    detect_dataset,
+    load_captions,
+    match_videos,
+)
 
 
 def write_msrvtt(folder):
     folder.mkdir(parents=True, exist_ok=True)
-    sentences = [{"video_id": f"video{v}", "caption": f"caption {k} of video {v}", "sen_id": 10 * v + k} for v in range(5) for k in range(2)]
-    data = {"videos": [{"video_id": f"video{v}", "split": "train" if v < 4 else "test"} for v in range(5)], "sentences": sentences}
+    sentences = [
+        {"video_id": f"video{v}", "caption": f"caption {k} of video {v}", "sen_id": 10 * v + k}
+        for v in range(5)
+        for k in range(2)
+    ]
+    data = {
+        "videos": [{"video_id": f"video{v}", "split": "train" if v < 4 else "test"} for v in range(5)],
+        "sentences": sentences,
+    }
     (folder / "MSRVTT_data.json").write_text(json.dumps(data))
     (folder / "MSRVTT_train.9k.csv").write_text("video_id\nvideo0\nvideo1\nvideo2\nvideo3\n")
     (folder / "MSRVTT_train.7k.csv").write_text("video_id\nvideo0\nvideo1\n")
-    (folder / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video_id,sentence\nret0,msr4,video4,a man is talking\n")
+    (folder / "MSRVTT_JSFUSION_test.csv").write_text(
+        "key,vid_key,video_id,sentence\nret0,msr4,video4,a man is talking\n"
+    )
 
 
 def test_msrvtt_9k_7k_and_1k_a(tmp_path):
@@ -29,9 +44,11 @@ def test_msrvtt_9k_7k_and_1k_a(tmp_path):
 
 
 def test_didemo_joins_descriptions_into_a_paragraph_in_time_order(tmp_path):
-    items = [{"video": "a.mp4", "times": [[2, 3]], "description": "then it jumps"},
-             {"video": "a.mp4", "times": [[0, 1], [0, 0]], "description": "a cat sits"},
-             {"video": "b.mp4", "times": [[1, 1]], "description": "a dog runs"}]
+    items = [
+        {"video": "a.mp4", "times": [[2, 3]], "description": "then it jumps"},
+        {"video": "a.mp4", "times": [[0, 1], [0, 0]], "description": "a cat sits"},
+        {"video": "b.mp4", "times": [[1, 1]], "description": "a dog runs"},
+    ]
     for split in ("train", "val", "test"):
         (tmp_path / f"{split}_data.json").write_text(json.dumps(items if split == "train" else items[2:]))
     captions = load_captions(tmp_path)
@@ -41,7 +58,10 @@ def test_didemo_joins_descriptions_into_a_paragraph_in_time_order(tmp_path):
 
 
 def test_lsmdc_tab_separated(tmp_path):
-    line = "1001_Movie_00.00.01.000-00.00.03.000\t00.00.01.000\t00.00.02.000\t00.00.02.500\t00.00.03.000\tSOMEONE opens the door.\n"
+    line = (
+        "1001_Movie_00.00.01.000-00.00.03.000\t00.00.01.000\t00.00.02.000\t00.00.02.500\t00.00.03.000\t"
+        "SOMEONE opens the door.\n"
+    )
     for name in ("training", "val", "test"):
         (tmp_path / f"LSMDC16_annos_{name}.csv").write_text(line)
     captions = load_captions(tmp_path)
@@ -60,8 +80,13 @@ def test_vatex_ten_english_captions(tmp_path):
 
 
 def test_generic_jsonl_and_csv(tmp_path):
-    (tmp_path / "c.jsonl").write_text('{"video": "x.mp4", "caption": "a", "split": "test"}\n{"video": "y.mp4", "caption": "b"}\n')
-    assert [(c.video, c.split) for c in load_captions(tmp_path / "c.jsonl")] == [("x.mp4", "test"), ("y.mp4", "train")]
+    (tmp_path / "c.jsonl").write_text(
+        '{"video": "x.mp4", "caption": "a", "split": "test"}\n{"video": "y.mp4", "caption": "b"}\n'
+    )
+    assert [(c.video, c.split) for c in load_captions(tmp_path / "c.jsonl")] == [
+        ("x.mp4", "test"),
+        ("y.mp4", "train"),
+    ]
     (tmp_path / "c.csv").write_text("video,caption,split\nx.mp4,hello,val\n")
     assert load_captions(tmp_path / "c.csv")[0].split == "val"
     (tmp_path / "bad.csv").write_text("video,caption,split\nx.mp4,hello,dev\n")
@@ -75,7 +100,12 @@ def test_matching_by_path_then_stem_and_reporting_missing(tmp_path):
     write_msrvtt(tmp_path)
     captions = load_captions(tmp_path)
     mapping, missing = match_videos(captions, ["clips/video0.mp4", "video1.avi", "video2", "video4.webm"])
-    assert mapping == {"video0": "clips/video0.mp4", "video1": "video1.avi", "video2": "video2", "video4": "video4.webm"}
+    assert mapping == {
+        "video0": "clips/video0.mp4",
+        "video1": "video1.avi",
+        "video2": "video2",
+        "video4": "video4.webm",
+    }
     assert missing == ["video3"]
     with pytest.raises(CaptionError, match="several"):
         match_videos(captions, ["a/video0.mp4", "b/video0.mp4"])

@@ -1,10 +1,10 @@
 """The command line as a user meets it: exit codes, one-line errors, the summary and `info`."""
 
 import pytest
+from media import make_video
 from typer.testing import CliRunner
 
 from gais_pipe.cli import app
-from media import make_video
 
 runner = CliRunner()
 FAST = ["--set", "runtime.decode_workers=0", "--quiet"]
@@ -31,7 +31,10 @@ def test_extract_then_info(tmp_path):
         (["extract", "{tmp}/nowhere"], "nowhere: no such folder or list file"),
         (["extract", "{tmp}", "--set", "features.nope=1"], "unknown key"),
         (["extract", "{tmp}", "--config", "nope"], "unknown config"),
-        (["extract", "{tmp}", "--set", "features.clip.pretrained='{tmp}/none.safetensors'"], "checkpoint file not found"),
+        (
+            ["extract", "{tmp}", "--set", "features.clip.pretrained='{tmp}/none.safetensors'"],
+            "checkpoint file not found",
+        ),
         (["info", "{tmp}"], "not a gais-pipe workdir"),
     ],
 )
@@ -47,10 +50,14 @@ def test_bad_input_is_one_clear_line(tmp_path, args, message):
 
 def test_later_runs_reuse_the_workdirs_config(tmp_path):
     make_video(tmp_path / "v/a.mp4", seconds=0.5)
-    first = runner.invoke(app, ["extract", str(tmp_path / "v"), "-w", str(tmp_path / "w"), "--set", "features.frames=4", *FAST])
+    first = runner.invoke(
+        app, ["extract", str(tmp_path / "v"), "-w", str(tmp_path / "w"), "--set", "features.frames=4", *FAST]
+    )
     assert first.exit_code == 0, first.output
     make_video(tmp_path / "v/b.mp4", seconds=0.5)
     second = runner.invoke(app, ["extract", str(tmp_path / "v"), "-w", str(tmp_path / "w"), *FAST])
     assert second.exit_code == 0, second.output  # no --config: the workdir's own (frames=4), not tiny's 12
-    mismatch = runner.invoke(app, ["extract", str(tmp_path / "v"), "-w", str(tmp_path / "w"), "--config", "tiny", *FAST])
+    mismatch = runner.invoke(
+        app, ["extract", str(tmp_path / "v"), "-w", str(tmp_path / "w"), "--config", "tiny", *FAST]
+    )
     assert mismatch.exit_code == 2 and "features.frames" in mismatch.output

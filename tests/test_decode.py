@@ -1,21 +1,35 @@
 """Decoding real and generated media: which frames are taken, and where sound lands in time."""
 
-
 import numpy as np
 import pytest
+from conftest import OPENCV_DATA
+from media import index_grey, make_video, tone
 
 from gais_pipe.extract.probe import probe
 from gais_pipe.extract.soundtrack import decode_soundtrack
 from gais_pipe.extract.video_frames import sample_frames
-from media import index_grey, make_video, tone
-from conftest import OPENCV_DATA
 
 
 @pytest.mark.parametrize("decoder", ["decord", "pyav"])
-@pytest.mark.parametrize("suffix,vcodec,acodec", [("mp4", "libx264", "aac"), ("avi", "mjpeg", "pcm_s16le"), ("mkv", "libx264", "pcm_s16le"), ("webm", "libvpx", "libopus")])
+@pytest.mark.parametrize(
+    "suffix,vcodec,acodec",
+    [
+        ("mp4", "libx264", "aac"),
+        ("avi", "mjpeg", "pcm_s16le"),
+        ("mkv", "libx264", "pcm_s16le"),
+        ("webm", "libvpx", "libopus"),
+    ],
+)
 def test_frames_come_from_the_centres_of_equal_segments(tmp_path, decoder, suffix, vcodec, acodec):
     # 60 frames at 30 fps: the centres of T=12 segments fall mid-frame in frames 2, 7, 12, ... 57.
-    path = make_video(tmp_path / f"v.{suffix}", seconds=2.0, fps=30, vcodec=vcodec, acodec=acodec, sample_rate=48000 if acodec == "libopus" else 16000)
+    path = make_video(
+        tmp_path / f"v.{suffix}",
+        seconds=2.0,
+        fps=30,
+        vcodec=vcodec,
+        acodec=acodec,
+        sample_rate=48000 if acodec == "libopus" else 16000,
+    )
     frames = sample_frames(path, probe(path), 12, 32, decoder)
     assert frames.pixels.shape == (12, 32, 32, 3)
     expected = np.array([index_grey(k) for k in range(2, 60, 5)])

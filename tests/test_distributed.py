@@ -9,7 +9,10 @@ from gais_pipe.distributed import autocast_dtype, owner, resolve_device, worker_
     [
         ({}, (0, 1)),
         ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, (3, 4)),  # torchrun
-        ({"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_COUNT": "5", "SLURM_ARRAY_TASK_MIN": "10"}, (2, 5)),  # sbatch --array=10-14
+        (
+            {"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_COUNT": "5", "SLURM_ARRAY_TASK_MIN": "10"},
+            (2, 5),
+        ),  # sbatch --array=10-14
         ({"SLURM_PROCID": "1", "SLURM_NTASKS": "2"}, (1, 2)),  # srun -n 2
     ],
 )

@@ -12,11 +12,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import OPENCV_DATA, extract, features
+from media import make_audio_only, make_video, silence, tone
+
 from gais_pipe.extract.shards import read_attrs
 from gais_pipe.extract.workdir import Workdir, WorkdirError
-from media import make_audio_only, make_video, silence, tone
 
 
 def write_broken_inputs(folder: Path) -> dict[str, str]:
@@ -30,7 +30,13 @@ def write_broken_inputs(folder: Path) -> dict[str, str]:
     mjpeg = make_video(folder / "tmp.avi", vcodec="mjpeg", acodec=None)
     (folder / "unknown codec.avi").write_bytes(mjpeg.read_bytes().replace(b"MJPG", b"QQQQ"))
     mjpeg.unlink()
-    return {"zero.mp4": "probe", "notes.mp4": "probe", "truncated.mp4": "probe", "sound only.mp4": "probe", "unknown codec.avi": "probe"}
+    return {
+        "zero.mp4": "probe",
+        "notes.mp4": "probe",
+        "truncated.mp4": "probe",
+        "sound only.mp4": "probe",
+        "unknown codec.avi": "probe",
+    }
 
 
 def write_good_inputs(folder: Path) -> dict[str, bool]:
@@ -42,7 +48,15 @@ def write_good_inputs(folder: Path) -> dict[str, bool]:
     make_video(folder / "silent.mp4", seconds=1.0, acodec=None)
     make_video(folder / "tiny.mp4", frames=2, fps=25, size=(34, 18))
     make_video(folder / "odd.mkv", seconds=0.5, fps=7, size=(97, 41), acodec=None, pix_fmt="yuv444p")
-    return {"a.mp4": True, "sub dir/ünïcode clip.mkv": True, "b.avi": True, "c.webm": True, "silent.mp4": False, "tiny.mp4": True, "odd.mkv": False}
+    return {
+        "a.mp4": True,
+        "sub dir/ünïcode clip.mkv": True,
+        "b.avi": True,
+        "c.webm": True,
+        "silent.mp4": False,
+        "tiny.mp4": True,
+        "odd.mkv": False,
+    }
 
 
 def test_mixed_collection_keeps_every_good_video_and_names_every_bad_one(tmp_path):
@@ -181,8 +195,22 @@ def test_a_run_killed_mid_shard_resumes_without_redoing_finished_work(tmp_path):
     for i in range(8):
         make_video(videos / f"v{i}.mp4", seconds=0.5)
     work = tmp_path / "work"
-    command = [sys.executable, "-m", "gais_pipe", "extract", str(videos), "-w", str(work), "--quiet",
-               "--set", "runtime.shard_videos=2", "--set", "runtime.batch_videos=1", "--set", "runtime.decode_workers=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "gais_pipe",
+        "extract",
+        str(videos),
+        "-w",
+        str(work),
+        "--quiet",
+        "--set",
+        "runtime.shard_videos=2",
+        "--set",
+        "runtime.batch_videos=1",
+        "--set",
+        "runtime.decode_workers=0",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((work / "features").glob("shard-*.h5"))) < 1:

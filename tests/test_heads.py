@@ -13,7 +13,11 @@ D, DA, T = 16, 8, 5
 
 def videos(m: int = 7, seed: int = 0) -> VideoBatch:
     g = torch.Generator().manual_seed(seed)
-    return VideoBatch(torch.randn(m, T, D, generator=g), torch.randn(m, T, DA, generator=g), torch.rand(m, T, generator=g) > 0.3)
+    return VideoBatch(
+        torch.randn(m, T, D, generator=g),
+        torch.randn(m, T, DA, generator=g),
+        torch.rand(m, T, generator=g) > 0.3,
+    )
 
 
 def head(**cfg) -> GAISHead:
@@ -71,7 +75,9 @@ def test_perturbation_only_in_training_and_shaped_by_the_semantic_variance():
     noise = model.perturb(text, torch.zeros(4, 7, T)) - torch.nn.functional.normalize(text, dim=-1).unsqueeze(1)
     assert noise[..., :4].std() > 2 * noise[..., 4:].std()  # the ellipsoid is stretched where paraphrases vary
     iso = head(perturbation="isotropic").train()
-    spread = (iso.perturb(text, torch.zeros(4, 7, T)) - torch.nn.functional.normalize(text, dim=-1).unsqueeze(1)).detach()
+    spread = (
+        iso.perturb(text, torch.zeros(4, 7, T)) - torch.nn.functional.normalize(text, dim=-1).unsqueeze(1)
+    ).detach()
     assert float(spread[..., :4].std() / spread[..., 4:].std()) == pytest.approx(1.0, abs=0.35)
 
 

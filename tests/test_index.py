@@ -8,9 +8,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import extract
+from media import make_video
+from synthetic_features import make_feature_workdir
 from typer.testing import CliRunner
 
-from conftest import extract
 from gais_pipe.cli import app
 from gais_pipe.config import load_config
 from gais_pipe.extract.workdir import Workdir, WorkdirError, read_features
@@ -19,8 +21,6 @@ from gais_pipe.index.store import RerankStore
 from gais_pipe.index_stage import run_build_index
 from gais_pipe.query_stage import Searcher
 from gais_pipe.train_stage import run_train
-from media import make_video
-from synthetic_features import make_feature_workdir
 
 runner = CliRunner()
 
@@ -85,11 +85,18 @@ def test_store_round_trip_and_incremental_add(extracted):
     videos, work = extracted
     config = load_config("tiny")
     first = run_build_index(work, config)
-    assert (first["count"], first["added"], first["kind"], first["identity"]["mode"]) == (3, 3, "flat", "zero-shot")
+    assert (first["count"], first["added"], first["kind"], first["identity"]["mode"]) == (
+        3,
+        3,
+        "flat",
+        "zero-shot",
+    )
     store = RerankStore(work / "index/store")
     entries = store.videos()
     assert [e["id"] for e in entries] == ["clip0.mp4", "clip1.mp4", "clip2.mp4"]
-    assert entries[1]["path"] == str((videos / "clip1.mp4").resolve()) and entries[1]["duration"] == pytest.approx(1.0, abs=0.05)
+    assert entries[1]["path"] == str((videos / "clip1.mp4").resolve()) and entries[1]["duration"] == pytest.approx(
+        1.0, abs=0.05
+    )
     stored = read_features(Workdir(work), ["frame_features", "audio_mask"])
     np.testing.assert_array_equal(store.rows(np.array([2, 0]))["frame_features"], stored["frame_features"][[2, 0]])
 
@@ -117,7 +124,11 @@ def test_query_table_json_and_errors(extracted, tmp_path):
     assert table.exit_code == 0, table.output
     assert "zero-shot" in table.output and "clip" in table.output and "best moment" in table.output
     (tmp_path / "q.txt").write_text("first query\nsecond query\n")
-    lines = runner.invoke(app, ["query", "-w", str(work), "--queries", str(tmp_path / "q.txt"), "--json", "-k", "3"]).output.strip().splitlines()
+    lines = (
+        runner.invoke(app, ["query", "-w", str(work), "--queries", str(tmp_path / "q.txt"), "--json", "-k", "3"])
+        .output.strip()
+        .splitlines()
+    )
     answers = [json.loads(line) for line in lines]
     assert [a["query"] for a in answers] == ["first query", "second query"]
     assert [h["rank"] for h in answers[0]["results"]] == [1, 2, 3]
@@ -160,7 +171,11 @@ def test_trained_index_holds_stage1_embeddings_and_rerank_follows_the_full_score
     assert searcher.record["identity"]["mode"] == "stage1"
     assert searcher.record["identity"]["checkpoint"] == str(result.run_dir / "best.safetensors")
     moved = 0
-    for text in ("a video of red shapes with a siren", "blue things moving while rain plays", "footage in green, you can hear a piano"):
+    for text in (
+        "a video of red shapes with a siren",
+        "blue things moving while rain plays",
+        "footage in green, you can hear a piano",
+    ):
         hits = searcher.search(text, k=20, rerank_k=20)
         clip_text = torch.from_numpy(searcher.encoder.encode([text]))
         query = torch.nn.functional.normalize(searcher.model.encode_text(clip_text), dim=-1).detach().numpy()

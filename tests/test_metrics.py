@@ -7,9 +7,13 @@ from gais_pipe.retrieval.metrics import dual_softmax, pessimistic_ranks, text_to
 
 
 def test_ranks_by_hand():
-    scores = np.array([[0.9, 0.1, 0.5],   # answer 0 is best: rank 1
-                       [0.2, 0.3, 0.8],   # answer 1 is below video 2: rank 2
-                       [0.7, 0.6, 0.1]])  # answer 2 is last: rank 3
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.5],  # answer 0 is best: rank 1
+            [0.2, 0.3, 0.8],  # answer 1 is below video 2: rank 2
+            [0.7, 0.6, 0.1],
+        ]
+    )  # answer 2 is last: rank 3
     assert pessimistic_ranks(scores, np.array([0, 1, 2])).tolist() == [1, 2, 3]
     metrics = text_to_video(scores, np.array([0, 1, 2]))
     assert metrics["R@1"] == pytest.approx(100 / 3) and metrics["R@5"] == 100.0
@@ -27,10 +31,7 @@ def test_ties_count_against_the_answer():
 
 def test_video_to_text_counts_the_best_ranked_caption_of_each_video():
     # 4 texts, 2 videos; texts 0, 1 describe video 0, texts 2, 3 describe video 1.
-    scores = np.array([[0.1, 0.9],
-                       [0.8, 0.2],
-                       [0.3, 0.4],
-                       [0.2, 0.7]])
+    scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.4], [0.2, 0.7]])
     caption_video = np.array([0, 0, 1, 1])
     # video 0 column: [0.1, 0.8, 0.3, 0.2]: text 1 ranks 1st -> rank 1
     # video 1 column: [0.9, 0.2, 0.4, 0.7]: text 3 ranks 2nd, text 2 ranks 3rd -> best rank 2

@@ -5,8 +5,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import extract, features
+
 from gais_pipe.synthetic import TONES, make_synthetic, plan
 
 
@@ -29,7 +29,9 @@ def test_the_plan_has_sound_twins_noise_distractors_and_silent_videos():
     looks = {}
     for spec in specs:
         looks.setdefault((spec.shape, spec.colour, spec.motion), []).append(spec.sound)
-    twins = [sounds for sounds in looks.values() if len({s for s in sounds if s in TONES or s.startswith("word:")}) >= 2]
+    twins = [
+        sounds for sounds in looks.values() if len({s for s in sounds if s in TONES or s.startswith("word:")}) >= 2
+    ]
     assert twins, "some videos must look alike and differ only in sound"
     assert sum(s.sound.startswith("noise:") for s in specs) > 20
     assert sum(s.sound == "none" for s in specs) > 10

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from rich.console import Console
+from synthetic_features import make_feature_workdir
 from typer.testing import CliRunner
 
 from gais_pipe.cli import app
@@ -22,7 +23,6 @@ from gais_pipe.retrieval.heads import VideoBatch
 from gais_pipe.retrieval.metrics import text_to_video
 from gais_pipe.retrieval.scoring import full_scores
 from gais_pipe.train_stage import run_train
-from synthetic_features import make_feature_workdir
 
 FAST = ["train.epochs=6", "train.lr=1e-3", "train.batch_size=32"]
 
@@ -32,7 +32,15 @@ def config(*overrides):
 
 
 def train(work, captions, *overrides, run="run", **kwargs):
-    return run_train(work, captions, config(*overrides), run_name=run, console=Console(quiet=True), show_progress=False, **kwargs)
+    return run_train(
+        work,
+        captions,
+        config(*overrides),
+        run_name=run,
+        console=Console(quiet=True),
+        show_progress=False,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +138,11 @@ def test_the_leaky_evaluation_is_caught():
     """Pooling candidate i with its own caption (the T-MASS evaluation bug) gives visibly different,
     inflated numbers; the scorer used by eval sees only the queries and cannot do it."""
     generator = torch.Generator().manual_seed(0)
-    videos = VideoBatch(torch.randn(40, 12, 32, generator=generator), torch.zeros(40, 12, 8), torch.zeros(40, 12, dtype=torch.bool))
+    videos = VideoBatch(
+        torch.randn(40, 12, 32, generator=generator),
+        torch.zeros(40, 12, 8),
+        torch.zeros(40, 12, dtype=torch.bool),
+    )
     caption_video = np.repeat(np.arange(40), 3)  # 120 texts, 40 videos: unequal counts
     # Paraphrases of one video sit close together in text space; text and video agree only weakly.
     centres = 0.5 * videos.frames.mean(dim=1) + torch.randn(40, 32, generator=generator)
@@ -139,8 +151,19 @@ def test_the_leaky_evaluation_is_caught():
 
     right = text_to_video(full_scores(head, texts, videos), caption_video)
     own = texts[[int(np.flatnonzero(caption_video == i)[0]) for i in range(40)]]
-    leaked_video = torch.stack([head.pool(own[i : i + 1], VideoBatch(videos.frames[i : i + 1], videos.audio[i : i + 1], videos.mask[i : i + 1]))[0, 0] for i in range(40)])
-    leaky = text_to_video(torch.nn.functional.cosine_similarity(texts.unsqueeze(1), leaked_video.unsqueeze(0), dim=-1).numpy(), caption_video)
+    leaked_video = torch.stack(
+        [
+            head.pool(
+                own[i : i + 1],
+                VideoBatch(videos.frames[i : i + 1], videos.audio[i : i + 1], videos.mask[i : i + 1]),
+            )[0, 0]
+            for i in range(40)
+        ]
+    )
+    leaky = text_to_video(
+        torch.nn.functional.cosine_similarity(texts.unsqueeze(1), leaked_video.unsqueeze(0), dim=-1).numpy(),
+        caption_video,
+    )
     assert leaky["R@1"] > right["R@1"] + 20.0, (leaky, right)
     with pytest.raises(ValueError, match="do not match"):  # one caption per video assumed: refused
         text_to_video(full_scores(head, texts[:40], videos), caption_video)
@@ -149,7 +172,9 @@ def test_the_leaky_evaluation_is_caught():
 def test_missing_videos_are_reported_and_skipped_only_when_allowed(synthetic, tmp_path):
     work, captions = synthetic
     extra = tmp_path / "captions.jsonl"
-    extra.write_text(captions.read_text() + json.dumps({"video": "not-extracted.mp4", "caption": "x", "split": "train"}) + "\n")
+    extra.write_text(
+        captions.read_text() + json.dumps({"video": "not-extracted.mp4", "caption": "x", "split": "train"}) + "\n"
+    )
     with pytest.raises(CaptionError, match="1 annotated videos are not extracted .*not-extracted.mp4"):
         train(work, extra, "train.epochs=1", run="missing")
     assert train(work, extra, "train.epochs=1", run="missing", allow_missing=True).best_epoch == 1
@@ -171,10 +196,26 @@ def test_text_features_must_come_from_the_frames_clip(synthetic, tmp_path):
 def test_cli_train_then_eval(synthetic):
     work, captions = synthetic
     runner = CliRunner()
-    result = runner.invoke(app, ["train", "-w", str(work), "--captions", str(captions), "--quiet", "--run-name", "cli", *sum((["--set", o] for o in [*FAST, "train.epochs=1"]), [])])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "-w",
+            str(work),
+            "--captions",
+            str(captions),
+            "--quiet",
+            "--run-name",
+            "cli",
+            *sum((["--set", o] for o in [*FAST, "train.epochs=1"]), []),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "best: epoch 1" in result.output
-    result = runner.invoke(app, ["eval", "-w", str(work), "--checkpoint", str(work / "runs/cli/best.safetensors"), "--rerank-k", "5"])
+    result = runner.invoke(
+        app,
+        ["eval", "-w", str(work), "--checkpoint", str(work / "runs/cli/best.safetensors"), "--rerank-k", "5"],
+    )
     assert result.exit_code == 0, result.output
     for expected in ("full", "stage1", "two-stage@5", "t2v", "v2t", "R@1"):
         assert expected in result.output
@@ -200,7 +241,11 @@ def _tiny_problem():
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
     g = torch.Generator().manual_seed(0)
-    videos = VideoBatch(torch.randn(8, 5, 16, generator=g), torch.randn(8, 5, 8, generator=g), torch.rand(8, 5, generator=g) > 0.3)
+    videos = VideoBatch(
+        torch.randn(8, 5, 16, generator=g),
+        torch.randn(8, 5, 8, generator=g),
+        torch.rand(8, 5, generator=g) > 0.3,
+    )
     return cfg, model, torch.randn(8, 16, generator=g), videos
 
 
@@ -243,9 +288,28 @@ def test_torchrun_training_follows_the_single_process_run(synthetic):
     work, captions = synthetic
     deterministic = ["train.epochs=2", "model.dropout=0.0", "model.perturbation='none'"]
     single = train(work, captions, *deterministic, run="single")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gais_pipe", "train",
-               "-w", str(work), "--captions", str(captions), "--quiet", "--run-name", "ddp", *sum((["--set", o] for o in [*FAST, *deterministic]), [])]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "gais_pipe",
+        "train",
+        "-w",
+        str(work),
+        "--captions",
+        str(captions),
+        "--quiet",
+        "--run-name",
+        "ddp",
+        *sum((["--set", o] for o in [*FAST, *deterministic]), []),
+    ]
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     ddp = [json.loads(line) for line in (work / "runs/ddp/metrics.jsonl").read_text().splitlines()]
     for a, b in zip(single.history, ddp):

@@ -6,13 +6,13 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-
 from conftest import extract, features
+from media import make_video, tone
+
 from gais_pipe.extract.audio_encoders import WhisperEncoder, make_audio_encoder
 from gais_pipe.extract.clip_model import load_clip, register_bundled_architectures
 from gais_pipe.extract.weights import WeightsUnavailable, sha256_file
 from gais_pipe.extract.workdir import Workdir
-from media import make_video, tone
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
@@ -66,7 +66,12 @@ def test_unavailable_weights_say_what_to_download(tmp_path):
     with pytest.raises(WeightsUnavailable, match="not a usable ViT-B-32 checkpoint"):
         load_clip({"model": "ViT-B-32", "pretrained": wrong}, tmp_path)
     with pytest.raises(WeightsUnavailable, match="snapshot_download"):
-        make_audio_encoder({"encoder": "whisper", "model": "openai/whisper-base", "sample_rate": 16000}, torch.device("cpu"), None, 4)
+        make_audio_encoder(
+            {"encoder": "whisper", "model": "openai/whisper-base", "sample_rate": 16000},
+            torch.device("cpu"),
+            None,
+            4,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +81,22 @@ def tiny_whisper(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("whisper-tiny-random")
-    config = WhisperConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-                           encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, num_mel_bins=80, max_source_positions=1500)
+    config = WhisperConfig(
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        vocab_size=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+        num_mel_bins=80,
+        max_source_positions=1500,
+    )
     WhisperModel(config).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
     return folder
@@ -98,7 +117,12 @@ def test_whisper_encoder_crops_padding_and_spans_windows(tiny_whisper):
 def test_extract_with_whisper_audio(tmp_path, tiny_whisper):
     make_video(tmp_path / "v/tone.mkv", seconds=3.0, acodec="pcm_s16le", audio=tone(800.0, start=1.5))
     make_video(tmp_path / "v/silent.mp4", seconds=1.0, acodec=None)
-    extract(tmp_path / "v", tmp_path / "w", "features.audio.encoder='whisper'", f"features.audio.model='{tiny_whisper}'")
+    extract(
+        tmp_path / "v",
+        tmp_path / "w",
+        "features.audio.encoder='whisper'",
+        f"features.audio.model='{tiny_whisper}'",
+    )
     stored = features(tmp_path / "w")
     assert stored["audio_features"].shape == (2, 12, 32)
     assert stored["audio_mask"].tolist() == [[False] * 12, [True] * 12]
@@ -123,7 +147,9 @@ def test_weights_come_from_the_hf_cache_when_offline(tmp_path, monkeypatch, tiny
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     # An open_clip pretrained tag whose weights live in an HF repo, as open_clip's own tags do.
-    checkpoint = Path(load_clip({"model": "gais-tiny-vit", "pretrained": "random", "seed": 3}, tmp_path).identity["file"])
+    checkpoint = Path(
+        load_clip({"model": "gais-tiny-vit", "pretrained": "random", "seed": 3}, tmp_path).identity["file"]
+    )
     _put_in_hf_cache(cache, "example/tiny-clip", {"open_clip_model.safetensors": checkpoint})
     tags = dict(open_clip.pretrained._PRETRAINED.get("gais-tiny-vit", {}))
     tags["cached"] = open_clip.pretrained._pcfg(hf_hub="example/tiny-clip/")
