@@ -23,28 +23,66 @@ class ConfigError(ValueError):
 
 
 def bundled_config_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("gais_pipe.configs").iterdir() if p.name.endswith(".toml"))
+    """The configs a user can name: every bundled TOML file but the base that they all extend."""
+    names = (p.name[:-5] for p in resources.files("gais_pipe.configs").iterdir() if p.name.endswith(".toml"))
+    return sorted(name for name in names if name != BASE)
+
+
+BASE = "base"
 
 
 def load_config(name_or_path: str = "tiny", overrides: list[str] | None = None) -> Config:
-    """Load a bundled config by name or a TOML file by path, then apply `a.b.c=value` overrides."""
+    """Load a bundled config by name or a TOML file by path, resolve what it extends, then apply
+    `a.b.c=value` overrides. The result is the fully resolved config; it has no `extends` key."""
+    config = _resolve(name_or_path, seen=())
+    for override in overrides or []:
+        apply_override(config, override)
+    return config
+
+
+def _read_toml(name_or_path: str) -> tuple[Config, Path | None]:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        text = path.read_text()
+        text, origin = path.read_text(), path
     else:
         resource = resources.files("gais_pipe.configs") / f"{name_or_path}.toml"
         if not resource.is_file():
             raise ConfigError(f"unknown config {name_or_path!r}; bundled: {', '.join(bundled_config_names())}")
-        text = resource.read_text()
+        text, origin = resource.read_text(), None
     try:
-        config = tomllib.loads(text)
+        return tomllib.loads(text), origin
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{name_or_path}: not valid TOML: {error}") from None
-    for override in overrides or []:
-        apply_override(config, override)
-    return config
+
+
+def _resolve(name_or_path: str, seen: tuple[str, ...]) -> Config:
+    """A config merged over the one it extends (a bundled name, or a path relative to the file)."""
+    if name_or_path in seen:
+        raise ConfigError(f"{name_or_path}: configs extend each other in a cycle ({' -> '.join(seen)})")
+    config, origin = _read_toml(name_or_path)
+    parent = config.pop("extends", None)
+    if parent is None:
+        return config
+    if origin is not None and (origin.parent / parent).is_file():
+        parent = str(origin.parent / parent)
+    return merge_over(_resolve(parent, (*seen, name_or_path)), config, name_or_path)
+
+
+def merge_over(parent: Config, child: Config, child_name: str, prefix: str = "") -> Config:
+    """The parent with the child's values set over it. A child may only set keys the parent has
+    (a typo is an error, not a new key that nothing reads), except `name`."""
+    merged = copy.deepcopy(parent)
+    for key, value in child.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_over(merged[key], value, child_name, dotted + ".")
+        elif key in merged or dotted == "name":
+            merged[key] = value
+        else:
+            raise ConfigError(f"{child_name}: unknown key {dotted!r} (not in the config it extends)")
+    return merged
 
 
 def parse_value(text: str) -> Any:
