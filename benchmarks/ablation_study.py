@@ -27,15 +27,15 @@ import torch
 from rich.console import Console
 
 from gais_pipe.config import load_config
-from gais_pipe.eval_stage import load_head
-from gais_pipe.extract.workdir import Workdir
 from gais_pipe.extract_stage import run_extract
 from gais_pipe.retrieval.captions import load_captions
+from gais_pipe.retrieval.checkpoints import load_head
 from gais_pipe.retrieval.data import join
 from gais_pipe.retrieval.evaluate import evaluate
 from gais_pipe.retrieval.text_features import TextEncoder
 from gais_pipe.synthetic import TONES, make_synthetic
 from gais_pipe.train_stage import run_train
+from gais_pipe.workdir import Workdir
 
 VARIANTS = {
     "mean-pool": ["model.audio=false", "model.pooling='mean'", "model.perturbation='none'"],

@@ -100,13 +100,13 @@ def two_stage_part(videos: int, ks: list[int]) -> dict:
     from synthetic_features import make_feature_workdir
 
     from gais_pipe.config import load_config
-    from gais_pipe.eval_stage import load_head
-    from gais_pipe.extract.workdir import Workdir
     from gais_pipe.retrieval.captions import load_captions
+    from gais_pipe.retrieval.checkpoints import load_head
     from gais_pipe.retrieval.data import join
     from gais_pipe.retrieval.evaluate import evaluate
     from gais_pipe.retrieval.text_features import TextEncoder
     from gais_pipe.train_stage import run_train
+    from gais_pipe.workdir import Workdir
 
     root = Path(tempfile.mkdtemp(prefix="gais-index-bench-"))
     work, captions = make_feature_workdir(root, videos=videos, splits=(0.5, 0.1, 0.4))

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .weights import WeightsUnavailable, offline, sha256_file
+from gais_pipe.workdir.hashing import sha256_file
+
+from .weights import WeightsUnavailable, offline
 
 
 class LogMelFrontend:

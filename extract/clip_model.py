@@ -19,7 +19,10 @@ from pathlib import Path
 import open_clip
 import torch
 
-from .weights import WeightsUnavailable, save_state_dict_atomically, sha256_file
+from gais_pipe.workdir.atomic import save_tensors_atomically
+from gais_pipe.workdir.hashing import sha256_file
+
+from .weights import WeightsUnavailable
 
 
 @dataclass
@@ -57,7 +60,7 @@ def random_checkpoint(model_name: str, seed: int, models_dir: Path) -> Path:
         torch.manual_seed(seed)
         model = open_clip.create_model(model_name, pretrained=None)
         torch.random.set_rng_state(generator_state)
-        save_state_dict_atomically(model.state_dict(), path)
+        save_tensors_atomically(path, model.state_dict())
     return path
 
 

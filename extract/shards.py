@@ -1,4 +1,4 @@
-"""The writer and the readers of feature shards: HDF5 files of fixed-shape arrays, one row a video.
+"""The writer of feature shards (the format and its readers are `gais_pipe.workdir.shards`).
 
 A shard is written whole to a temporary name and renamed into place, so a shard that exists is
 complete: a run killed at any moment leaves no half-written shard behind.
@@ -16,12 +16,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from gais_pipe.workdir.shards import FORMAT_VERSION, ROW_FIELDS, STRING_FIELDS
+
 from .mapper import FeatureRow
 
-FORMAT_VERSION = 1
-ROW_FIELDS = [f.name for f in fields(FeatureRow)]
-STRING_FIELDS = {"video_id", "decoder"}
-INDEX_FIELDS = ("video_id", "file_size", "file_mtime")
+if [f.name for f in fields(FeatureRow)] != ROW_FIELDS:
+    raise ImportError("extract.mapper.FeatureRow and workdir.shards.ROW_FIELDS disagree on the shard's columns")
 
 
 def write_shard(path: Path, rows: list[FeatureRow], attrs: dict) -> None:
@@ -79,30 +79,3 @@ class ShardWriter:
         write_shard(path, rows, {**self.attrs, "worker": self.worker, "created": time.time()})
         self.on_written(path, len(rows))
         self.opened = time.monotonic()
-
-
-def read_index(path: Path) -> dict[str, np.ndarray]:
-    """Only the small columns that say which video each row is (for skipping and lookup)."""
-    with h5py.File(path, "r") as handle:
-        return {
-            "video_id": handle["video_id"].asstr()[()],
-            "file_size": handle["file_size"][()],
-            "file_mtime": handle["file_mtime"][()],
-        }
-
-
-def read_attrs(path: Path) -> dict:
-    with h5py.File(path, "r") as handle:
-        return dict(handle.attrs)
-
-
-def read_rows(
-    path: Path, rows: np.ndarray | slice = slice(None), names: list[str] | None = None
-) -> dict[str, np.ndarray]:
-    """Columns of a shard, all rows or the chosen (sorted) ones."""
-    with h5py.File(path, "r") as handle:
-        out = {}
-        for name in names or ROW_FIELDS:
-            data = handle[name]
-            out[name] = (data.asstr() if name in STRING_FIELDS else data)[rows]
-        return out

@@ -34,7 +34,7 @@ def fail(message: str, code: int = 2) -> None:
 
 def resolve_config(workdir: Path, name: str | None, overrides: list[str]) -> dict:
     """The config named, else the one the workdir was made with, else tiny; then the overrides."""
-    from gais_pipe.extract.workdir import Workdir
+    from gais_pipe.workdir import Workdir
 
     if name is None:
         record = Workdir(workdir).identity()
@@ -64,8 +64,8 @@ def extract(
 ) -> None:
     """Decode videos, sample T frames, and store CLIP frame and audio features in HDF5 shards."""
     from gais_pipe.extract.weights import WeightsUnavailable
-    from gais_pipe.extract.workdir import WorkdirError
     from gais_pipe.extract_stage import run_extract
+    from gais_pipe.workdir import WorkdirError
 
     try:
         cfg = resolve_config(workdir, config, overrides)
@@ -90,7 +90,7 @@ def stage_config(workdir: Path, name: str | None, overrides: list[str]) -> dict:
     """Heads, training and evaluation settings: the config named, else the one whose name the workdir
     records (if bundled), else tiny. The features themselves always come from the workdir."""
     from gais_pipe.config import bundled_config_names
-    from gais_pipe.extract.workdir import Workdir
+    from gais_pipe.workdir import Workdir
 
     if name is None:
         record = Workdir(workdir).identity() or {}
@@ -100,8 +100,8 @@ def stage_config(workdir: Path, name: str | None, overrides: list[str]) -> dict:
 
 def _stage_errors():
     from gais_pipe.extract.weights import WeightsUnavailable
-    from gais_pipe.extract.workdir import WorkdirError
     from gais_pipe.retrieval.captions import CaptionError
+    from gais_pipe.workdir import WorkdirError
 
     return (
         ConfigError,
@@ -247,42 +247,13 @@ def query(
     overrides: list[str] = OVERRIDES,
 ) -> None:
     """Ranked videos for a text query: index search, then re-ranking by the full GAIS score."""
-    import json
-
-    from gais_pipe.query_stage import Searcher, hits_as_dicts
+    from gais_pipe.query_stage import read_queries, run_query
 
     cfg = stage_config(workdir, config, overrides)
-    texts = [text] if text is not None else []
     try:
-        if queries is not None:
-            if not queries.is_file():
-                raise FileNotFoundError(f"{queries}: no such queries file")
-            texts += [line.strip() for line in queries.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not texts or any(not t.strip() for t in texts):
-            raise ValueError("empty query: give TEXT or --queries FILE")
-        searcher = Searcher(workdir, cfg, checkpoint)
-        for query_text in texts:
-            hits = searcher.search(
-                query_text,
-                k or int(cfg["query"]["k"]),
-                rerank_k if rerank_k is not None else int(cfg["query"]["rerank_k"]),
-            )
-            if json_output:
-                print(json.dumps({"query": query_text, "results": hits_as_dicts(hits)}))
-            else:
-                Console().print(hits_table(query_text, hits, searcher.record["identity"]["mode"]))
+        run_query(workdir, cfg, read_queries(text, queries), k, rerank_k, checkpoint, json_output)
     except (*_stage_errors(), RuntimeError) as error:
         fail(str(error).strip("'\""))
-
-
-def hits_table(text: str, hits, mode: str) -> Table:
-    table = Table(title=f'"{text}"  ({"re-ranked by the GAIS heads" if mode == "stage1" else "zero-shot CLIP"})')
-    for column in ("rank", "score", "video", "best moment", "audio gate"):
-        table.add_column(column, justify="left" if column == "video" else "right", overflow="fold")
-    for hit in hits:
-        gate = "-" if hit.audio_gate is None else f"{hit.audio_gate:.2f}"
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.path or hit.video, f"{hit.moment:.1f}s", gate)
-    return table
 
 
 @app.command()
@@ -296,7 +267,7 @@ def explain(
 ) -> None:
     """A PNG of the frames along time with the per-frame audio gate and attention for a query."""
     from gais_pipe.explain_stage import run_explain
-    from gais_pipe.query_stage import Searcher
+    from gais_pipe.index.search import Searcher
 
     try:
         searcher = Searcher(workdir, stage_config(workdir, config, overrides))

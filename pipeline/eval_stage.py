@@ -4,43 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
 from gais_pipe.distributed import resolve_device
-from gais_pipe.extract.workdir import Workdir, WorkdirError, write_json_atomically
-from gais_pipe.retrieval.checkpoints import load_checkpoint
+from gais_pipe.retrieval.checkpoints import load_head
 from gais_pipe.retrieval.data import caption_splits
 from gais_pipe.retrieval.evaluate import evaluate
-from gais_pipe.retrieval.heads import GAISHead
 from gais_pipe.retrieval.text_features import TextEncoder
-
-
-def latest_checkpoint(work: Workdir) -> Path:
-    runs = sorted((work.root / "runs").glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise FileNotFoundError(
-            f"{work.root}: no trained checkpoint (runs/*/best.safetensors); run `gais-pipe train` or pass --checkpoint"
-        )
-    return runs[-1]
-
-
-def load_head(work: Workdir, checkpoint: Path | None, device: torch.device) -> tuple[GAISHead, dict, Path]:
-    """The head of a checkpoint, after checking it was trained on this workdir's features."""
-    path = checkpoint or latest_checkpoint(work)
-    state, meta = load_checkpoint(path)
-    record = work.identity()
-    if record is None or record["feature_hash"] != meta["feature_hash"]:
-        raise WorkdirError(f"{path}: trained on other features (hash {meta['feature_hash']}) than {work.root} holds")
-    model = GAISHead.for_features(meta["identity"], meta["config"]["model"])
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise WorkdirError(
-            f"{path}: does not fit this version's heads ({str(error).splitlines()[-1].strip()})"
-        ) from None
-    return model.to(device).eval(), meta, path
+from gais_pipe.workdir import Workdir, WorkdirError, write_json_atomically
 
 
 def run_eval(

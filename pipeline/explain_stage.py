@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from gais_pipe.extract.probe import probe
 from gais_pipe.extract.video_frames import sample_frames
-from gais_pipe.query_stage import Searcher
+from gais_pipe.index.search import Searcher
 from gais_pipe.retrieval.heads import VideoBatch
 
 

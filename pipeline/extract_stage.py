@@ -30,7 +30,7 @@ from gais_pipe.extract.discover import Problem, VideoRef, discover
 from gais_pipe.extract.mapper import FeatureMapper
 from gais_pipe.extract.reader import DecodedVideo, DecodeSpec, decoded_stream
 from gais_pipe.extract.shards import ShardWriter
-from gais_pipe.extract.workdir import RowRef, Workdir
+from gais_pipe.workdir import RowRef, Workdir
 
 
 @dataclass

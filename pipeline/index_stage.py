@@ -7,47 +7,21 @@ extracted adds only those, when nothing else changed.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from gais_pipe.distributed import resolve_device
-from gais_pipe.eval_stage import latest_checkpoint, load_head
-from gais_pipe.extract.shards import read_attrs
-from gais_pipe.extract.weights import sha256_file
-from gais_pipe.extract.workdir import Workdir, WorkdirError, read_features, write_json_atomically
 from gais_pipe.index import faiss_index
+from gais_pipe.index.embeddings import video_embeddings
+from gais_pipe.index.layout import read_record
 from gais_pipe.index.store import COLUMNS, RerankStore
-from gais_pipe.retrieval.heads import VideoBatch
-
-
-def index_folder(work: Workdir) -> Path:
-    return work.root / "index"
-
-
-def read_record(work: Workdir) -> dict | None:
-    path = index_folder(work) / "record.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-@torch.no_grad()
-def video_embeddings(columns: dict[str, np.ndarray], model, device: torch.device, chunk: int = 1024) -> np.ndarray:
-    """[N, D] unit vectors: the stage-1 embedding with a model, else the mean of unit CLIP frames."""
-    out = []
-    for start in range(0, len(columns["frame_features"]), chunk):
-        frames = torch.from_numpy(columns["frame_features"][start : start + chunk]).to(device).float()
-        if model is None:
-            out.append(F.normalize(F.normalize(frames, dim=-1).mean(dim=1), dim=-1).cpu())
-        else:
-            audio = torch.from_numpy(columns["audio_features"][start : start + chunk])
-            mask = torch.from_numpy(columns["audio_mask"][start : start + chunk])
-            out.append(model.stage1(VideoBatch(frames, audio, mask).to(device)).cpu())
-    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
+from gais_pipe.retrieval.checkpoints import latest_checkpoint, load_head
+from gais_pipe.workdir import Workdir, WorkdirError, read_features, write_json_atomically
+from gais_pipe.workdir.hashing import sha256_file
+from gais_pipe.workdir.shards import read_attrs
 
 
 def _source_roots(work: Workdir) -> dict[str, str | None]:
@@ -78,7 +52,7 @@ def run_build_index(workdir: Path, config: dict, checkpoint: Path | None = None,
         "checkpoint": str(path) if path else None,
         "checkpoint_sha256": sha256_file(path) if path else None,
     }
-    folder = index_folder(work)
+    folder = work.index_dir
     store = RerankStore(folder / "store")
     located = work.rows()
     previous = read_record(work)

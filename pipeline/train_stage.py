@@ -24,13 +24,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gais_pipe.config import Config, short_hash
 from gais_pipe.distributed import resolve_device
-from gais_pipe.extract.workdir import Workdir, WorkdirError
 from gais_pipe.retrieval.checkpoints import load_training_state, save_checkpoint, save_training_state
 from gais_pipe.retrieval.data import Split, caption_splits
 from gais_pipe.retrieval.evaluate import evaluate
 from gais_pipe.retrieval.heads import GAISHead, VideoBatch
 from gais_pipe.retrieval.losses import adaptive_margin, support_text_scores, symmetric_info_nce
 from gais_pipe.retrieval.text_features import TextEncoder
+from gais_pipe.workdir import Workdir, WorkdirError
 
 
 @dataclass

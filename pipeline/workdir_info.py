@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from gais_pipe.extract.workdir import Workdir
+from gais_pipe.workdir import Workdir
 
 
 def describe(root: Path, console: Console) -> dict:

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from gais_pipe.config import short_hash
-from gais_pipe.extract.workdir import WorkdirError
+from gais_pipe.workdir import Workdir, WorkdirError
+from gais_pipe.workdir.atomic import save_tensors_atomically
+
+from .heads import GAISHead
 
 STATE_FILE = "training_state.pt"
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"gais_pipe": json.dumps(meta, sort_keys=True)})
-    os.replace(tmp, path)
+    save_tensors_atomically(path, model.state_dict(), metadata={"gais_pipe": json.dumps(meta, sort_keys=True)})
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -55,3 +55,29 @@ def load_training_state(run_dir: Path, meta: dict) -> dict | None:
     if state.get("run_key") != _run_key(meta):
         raise WorkdirError(f"{run_dir}: holds a run of another config, features or captions; pass another --run-name")
     return state
+
+
+def latest_checkpoint(work: Workdir) -> Path:
+    runs = sorted(work.runs_dir.glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(
+            f"{work.root}: no trained checkpoint (runs/*/best.safetensors); run `gais-pipe train` or pass --checkpoint"
+        )
+    return runs[-1]
+
+
+def load_head(work: Workdir, checkpoint: Path | None, device: torch.device) -> tuple[GAISHead, dict, Path]:
+    """The head of a checkpoint, after checking it was trained on this workdir's features."""
+    path = checkpoint or latest_checkpoint(work)
+    state, meta = load_checkpoint(path)
+    record = work.identity()
+    if record is None or record["feature_hash"] != meta["feature_hash"]:
+        raise WorkdirError(f"{path}: trained on other features (hash {meta['feature_hash']}) than {work.root} holds")
+    model = GAISHead.for_features(meta["identity"], meta["config"]["model"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise WorkdirError(
+            f"{path}: does not fit this version's heads ({str(error).splitlines()[-1].strip()})"
+        ) from None
+    return model.to(device).eval(), meta, path

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gais_pipe.extract.shards import read_rows
-from gais_pipe.extract.workdir import RowRef, Workdir, read_features
+from gais_pipe.workdir import RowRef, Workdir, read_features
+from gais_pipe.workdir.shards import read_rows
 
 from .captions import Caption, CaptionError, match_videos
 from .heads import VideoBatch

@@ -16,8 +16,9 @@ import open_clip
 import torch
 
 from gais_pipe.extract.clip_model import load_clip
-from gais_pipe.extract.weights import WeightsUnavailable, sha256_file
-from gais_pipe.extract.workdir import Workdir, WorkdirError
+from gais_pipe.extract.weights import WeightsUnavailable
+from gais_pipe.workdir import Workdir, WorkdirError
+from gais_pipe.workdir.hashing import sha256_file
 
 
 class TextEncoder:

@@ -13,8 +13,8 @@ import pytest  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from gais_pipe.config import load_config  # noqa: E402
-from gais_pipe.extract.workdir import Workdir, read_features  # noqa: E402
 from gais_pipe.extract_stage import run_extract  # noqa: E402
+from gais_pipe.workdir import Workdir, read_features  # noqa: E402
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 

@@ -17,8 +17,8 @@ from gais_pipe.config import load_config
 from gais_pipe.extract.clip_model import load_clip
 from gais_pipe.extract.mapper import FeatureRow
 from gais_pipe.extract.shards import write_shard
-from gais_pipe.extract.workdir import Workdir
 from gais_pipe.extract_stage import feature_record
+from gais_pipe.workdir import Workdir
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SOUNDS = ["a dog barking", "a siren", "rain", "a piano", "speech", "a drum"]

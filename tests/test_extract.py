@@ -15,8 +15,8 @@ import pytest
 from conftest import OPENCV_DATA, extract, features
 from media import make_audio_only, make_video, silence, tone
 
-from gais_pipe.extract.shards import read_attrs
-from gais_pipe.extract.workdir import Workdir, WorkdirError
+from gais_pipe.workdir import Workdir, WorkdirError
+from gais_pipe.workdir.shards import read_attrs
 
 
 def write_broken_inputs(folder: Path) -> dict[str, str]:

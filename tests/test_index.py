@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 
 from gais_pipe.cli import app
 from gais_pipe.config import load_config
-from gais_pipe.extract.workdir import Workdir, WorkdirError, read_features
 from gais_pipe.index import faiss_index
+from gais_pipe.index.search import Searcher
 from gais_pipe.index.store import RerankStore
 from gais_pipe.index_stage import run_build_index
-from gais_pipe.query_stage import Searcher
 from gais_pipe.train_stage import run_train
+from gais_pipe.workdir import Workdir, WorkdirError, read_features
 
 runner = CliRunner()
 

@@ -15,14 +15,14 @@ from typer.testing import CliRunner
 
 from gais_pipe.cli import app
 from gais_pipe.config import load_config
-from gais_pipe.eval_stage import load_head, run_eval
-from gais_pipe.extract.workdir import Workdir, WorkdirError
+from gais_pipe.eval_stage import run_eval
 from gais_pipe.retrieval.captions import CaptionError
-from gais_pipe.retrieval.checkpoints import load_checkpoint
+from gais_pipe.retrieval.checkpoints import load_checkpoint, load_head
 from gais_pipe.retrieval.heads import VideoBatch
 from gais_pipe.retrieval.metrics import text_to_video
 from gais_pipe.retrieval.scoring import full_scores
 from gais_pipe.train_stage import run_train
+from gais_pipe.workdir import Workdir, WorkdirError
 
 FAST = ["train.epochs=6", "train.lr=1e-3", "train.batch_size=32"]
 

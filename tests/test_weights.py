@@ -11,8 +11,9 @@ from media import make_video, tone
 
 from gais_pipe.extract.audio_encoders import WhisperEncoder, make_audio_encoder
 from gais_pipe.extract.clip_model import load_clip, register_bundled_architectures
-from gais_pipe.extract.weights import WeightsUnavailable, sha256_file
-from gais_pipe.extract.workdir import Workdir
+from gais_pipe.extract.weights import WeightsUnavailable
+from gais_pipe.workdir import Workdir
+from gais_pipe.workdir.hashing import sha256_file
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])

@@ -1,13 +1,5 @@
-"""A workdir: what the features in it are, which shards hold them, what failed, and who is writing.
-
-workdir/
-  workdir.json     identity of the features (config, weights, hash); fixed at the first extract
-  manifest.json    the shards, in the order they were written
-  features/        shard-*.h5, each complete (written under a temp name, then renamed)
-  failures.jsonl   one line per video that failed: id, stage, reason, file size and mtime
-  models/          random-initialised checkpoints saved once (config pretrained = "random")
-  locks/           one lock per extraction worker
-"""
+"""The ledger of a workdir (layout in `gais_pipe.workdir`): what the features in it are, which shards
+hold them, what failed, who is writing, and where each stage keeps its outputs."""
 
 from __future__ import annotations
 
@@ -17,32 +9,19 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gais_pipe.config import differing_keys
 
+from .atomic import write_json_atomically
+from .features import RowRef
 from .shards import read_attrs, read_index
 
 
 class WorkdirError(RuntimeError):
     """A workdir that cannot be used as asked: other features, or another run holding it."""
-
-
-def write_json_atomically(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-@dataclass(frozen=True)
-class RowRef:
-    shard: Path
-    row: int
-    size: int
-    mtime: float
 
 
 class Workdir:
@@ -54,6 +33,9 @@ class Workdir:
         self.identity_path = self.root / "workdir.json"
         self.manifest_path = self.root / "manifest.json"
         self.failures_path = self.root / "failures.jsonl"
+        self.text_features_path = self.root / "text_features.h5"
+        self.runs_dir = self.root / "runs"
+        self.index_dir = self.root / "index"
 
     def create(self) -> None:
         for folder in (self.features_dir, self.models_dir, self.locks_dir):
@@ -222,34 +204,3 @@ class Workdir:
                 and np.isclose(extracted[r["video"]].mtime, r["mtime"] or -1)
             )
         ]
-
-
-def read_features(
-    work: Workdir,
-    names: list[str] | None = None,
-    video_ids: list[str] | None = None,
-    located: dict[str, RowRef] | None = None,
-) -> dict[str, np.ndarray]:
-    """Columns for every extracted video (or the ones asked for), in video-id order, newest rows only.
-    `located` is `work.rows()` when the caller already has it (it reads every shard's index)."""
-    from .shards import read_rows
-
-    located = work.rows() if located is None else located
-    wanted = sorted(located) if video_ids is None else list(video_ids)
-    missing = [v for v in wanted if v not in located]
-    if missing:
-        raise KeyError(f"{work.root}: not extracted: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
-    by_shard: dict[Path, list[tuple[int, int]]] = {}
-    for position, video_id in enumerate(wanted):
-        ref = located[video_id]
-        by_shard.setdefault(ref.shard, []).append((ref.row, position))
-    columns: dict[str, np.ndarray] = {}
-    for shard, pairs in by_shard.items():
-        pairs.sort()
-        rows = np.array([row for row, _ in pairs])
-        positions = np.array([position for _, position in pairs])
-        for name, values in read_rows(shard, rows, names).items():
-            if name not in columns:
-                columns[name] = np.empty((len(wanted), *values.shape[1:]), dtype=values.dtype)
-            columns[name][positions] = values
-    return columns
