@@ -5,6 +5,7 @@ how much attention the query paid to it."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,23 @@ def find_row(searcher: Searcher, video: str) -> int:
     raise KeyError(f"{video}: not in the index (give its id as `gais-pipe info` lists it, or its path)")
 
 
+@dataclass
+class Explanation:
+    """What the explain figure shows, per sampled frame: its time, thumbnail, audio gate and attention."""
+
+    text: str
+    video: str
+    score: float
+    times: np.ndarray  # [T] seconds
+    thumbnails: np.ndarray | None  # [T, H, W, 3] uint8, None when the video file is gone
+    gates: np.ndarray | None  # [T] audio gate (None zero-shot)
+    mask: np.ndarray  # [T] bool: the segment has sound
+    attention: np.ndarray  # [T] the query's attention (trained) or cos(query, frame) (zero-shot)
+    attention_label: str
+
+
 @torch.no_grad()
-def run_explain(searcher: Searcher, text: str, video: str, out: Path) -> Path:
+def explain(searcher: Searcher, text: str, video: str) -> Explanation:
     if not text.strip():
         raise ValueError("empty query")
     row = find_row(searcher, video)
@@ -37,13 +53,8 @@ def run_explain(searcher: Searcher, text: str, video: str, out: Path) -> Path:
     mask = rows["audio_mask"][0]
     clip_text = torch.from_numpy(searcher.encoder.encode([text]))
     if searcher.model is not None:
-        result = searcher.model(
-            clip_text.to(searcher.device),
-            VideoBatch(frames, torch.from_numpy(rows["audio_features"]), torch.from_numpy(rows["audio_mask"])).to(
-                searcher.device
-            ),
-            with_stage1=False,
-        )
+        batch = VideoBatch(frames, torch.from_numpy(rows["audio_features"]), torch.from_numpy(rows["audio_mask"]))
+        result = searcher.model(clip_text.to(searcher.device), batch.to(searcher.device), with_stage1=False)
         gates = result.pooled.gates[0, 0].cpu().numpy()
         attention = result.pooled.attention[0, 0].cpu().numpy()
         score, attention_label = float(result.full[0, 0]), "attention"
@@ -52,31 +63,26 @@ def run_explain(searcher: Searcher, text: str, video: str, out: Path) -> Path:
         similarity = torch.einsum("d,td->t", F.normalize(clip_text[0], dim=-1), F.normalize(frames[0], dim=-1))
         attention = similarity.numpy()
         score, attention_label = float(similarity.mean()), "cos(query, frame)"
-    count = len(attention)
     thumbnails = None
     if entry["path"] and Path(entry["path"]).exists():
         path = Path(entry["path"])
-        thumbnails = sample_frames(path, probe(path), count, 96).pixels
-    return _draw(
-        text,
-        entry["id"],
-        score,
-        rows["frame_times"][0],
-        thumbnails,
-        gates,
-        mask,
-        attention,
-        attention_label,
-        out,
-    )
+        thumbnails = sample_frames(path, probe(path), len(attention), 96).pixels
+    times = rows["frame_times"][0]
+    return Explanation(text, entry["id"], score, times, thumbnails, gates, mask, attention, attention_label)
 
 
-def _draw(text, video_id, score, times, thumbnails, gates, mask, attention, attention_label, out: Path) -> Path:
+def run_explain(searcher: Searcher, text: str, video: str, out: Path) -> Path:
+    return draw(explain(searcher, text, video), out)
+
+
+def draw(e: Explanation, out: Path) -> Path:
+    """The figure: thumbnails along time, the audio gate (grey where there is no sound), the attention."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    times, thumbnails, gates, mask, attention = e.times, e.thumbnails, e.gates, e.mask, e.attention
     count = len(times)
     figure = plt.figure(figsize=(max(8, count * 1.1), 5.2))
     grid = figure.add_gridspec(3, count, height_ratios=[1.2, 1, 1], hspace=0.45)
@@ -109,9 +115,9 @@ def _draw(text, video_id, score, times, thumbnails, gates, mask, attention, atte
     gate_axis.set_xticks(positions, [f"{t:.1f}s" for t in times], fontsize=7)
     attention_axis = figure.add_subplot(grid[2, :])
     attention_axis.plot(positions, attention, marker="o", color="tab:blue")
-    attention_axis.set_ylabel(attention_label)
+    attention_axis.set_ylabel(e.attention_label)
     attention_axis.set_xticks(positions, [f"{t:.1f}s" for t in times], fontsize=7)
-    figure.suptitle(f'"{text}"  vs  {video_id}   (score {score:.3f})', fontsize=10)
+    figure.suptitle(f'"{e.text}"  vs  {e.video}   (score {e.score:.3f})', fontsize=10)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.png")
