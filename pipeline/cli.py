@@ -32,6 +32,12 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def error_line(error: Exception) -> str:
+    """The error's own message: a KeyError's without the quotes its str() adds (and not cutting a quote
+    that ends the message itself)."""
+    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+
+
 def resolve_config(workdir: Path, name: str | None, overrides: list[str]) -> dict:
     """The config named, else the one the workdir was made with, else tiny; then the overrides."""
     from gais_pipe.workdir import Workdir
@@ -152,7 +158,7 @@ def train(
             not quiet,
         )
     except _stage_errors() as error:
-        fail(str(error).strip("'\""))
+        fail(error_line(error))
     if result.best_epoch > 0:  # under torchrun only rank 0 validates and keeps checkpoints
         console.print(
             f"best: epoch {result.best_epoch}, val t2v R@1 {result.best_val_r1:.1f} -> "
@@ -192,7 +198,7 @@ def evaluate(
             allow_missing,
         )
     except _stage_errors() as error:
-        fail(str(error).strip("'\""))
+        fail(error_line(error))
     print_results(results, Console())
 
 
@@ -223,7 +229,7 @@ def build_index(
     try:
         record = run_build_index(workdir, cfg, checkpoint, zero_shot)
     except (*_stage_errors(), RuntimeError) as error:
-        fail(str(error).strip("'\""))
+        fail(error_line(error))
     how = "added" if record["incremental"] else "indexed"
     console.print(
         f"{how} {record['added']} videos ({record['count']} in all) in a {record['kind']} index, "
@@ -253,7 +259,7 @@ def query(
     try:
         run_query(workdir, cfg, read_queries(text, queries), k, rerank_k, checkpoint, json_output)
     except (*_stage_errors(), RuntimeError) as error:
-        fail(str(error).strip("'\""))
+        fail(error_line(error))
 
 
 @app.command()
@@ -273,7 +279,7 @@ def explain(
         searcher = Searcher(workdir, stage_config(workdir, config, overrides))
         path = run_explain(searcher, text, video, out or Path(f"explain-{Path(video).stem}.png"))
     except (*_stage_errors(), RuntimeError) as error:
-        fail(str(error).strip("'\""))
+        fail(error_line(error))
     console.print(f"wrote {path}", highlight=False)
 
 

@@ -6,11 +6,21 @@ the annotation uses (matched to extracted videos later, by path or by file stem)
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from .annotation_files import (
+    CaptionError,
+    field,
+    kind,
+    read_json,
+    read_json_list,
+    read_jsonl,
+    read_lsmdc,
+    read_table,
+    value,
+)
 
 
 @dataclass(frozen=True)
@@ -20,47 +30,46 @@ class Caption:
     split: str  # "train" | "val" | "test"
 
 
-class CaptionError(ValueError):
-    """Annotation files that are missing or not in the expected format."""
-
-
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise CaptionError(f"{path}: annotation file not found")
-    return path
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(_need(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise CaptionError(f"{path}: not valid JSON ({error})") from None
-
-
-def _csv_rows(path: Path, **kwargs) -> list[dict]:
-    with open(_need(path), newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle, **kwargs))
-
-
 def load_msrvtt(folder: Path, train: str = "9k") -> list[Caption]:
     """Train: every sentence of the 9k (or 7k) train list's videos; test: the 1k-A pairs (JSFusion)."""
-    data = _read_json(folder / "MSRVTT_data.json")
-    train_ids = {row["video_id"] for row in _csv_rows(folder / f"MSRVTT_train.{train}.csv")}
-    captions = [Caption(s["video_id"], s["caption"], "train") for s in data["sentences"] if s["video_id"] in train_ids]
-    captions += [
-        Caption(row["video_id"], row["sentence"], "test") for row in _csv_rows(folder / "MSRVTT_JSFUSION_test.csv")
-    ]
+    path = folder / "MSRVTT_data.json"
+    data = read_json(path)
+    sentences = data.get("sentences") if isinstance(data, dict) else None
+    if not isinstance(sentences, list):
+        found = f"keys: {', '.join(data) or 'none'}" if isinstance(data, dict) else f"found {kind(data)}"
+        raise CaptionError(f"{path}: expected an object with a 'sentences' list ({found})")
+    train_list = folder / f"MSRVTT_train.{train}.csv"
+    train_ids = {field(where, row, "video_id", True) for where, row in read_table(train_list, ("video_id",))}
+    captions = []
+    for number, sentence in enumerate(sentences):
+        where = f"{path}: sentence {number}"
+        video, text = field(where, sentence, "video_id", True), field(where, sentence, "caption")
+        if video in train_ids:
+            captions.append(Caption(video, text, "train"))
+    test = read_table(folder / "MSRVTT_JSFUSION_test.csv", ("video_id", "sentence"), text_column="sentence")
+    captions += [Caption(field(w, row, "video_id", True), field(w, row, "sentence"), "test") for w, row in test]
     return captions
+
+
+def _start(where: str, item: dict) -> float:
+    """When a DiDeMo moment starts: the earliest of its annotators' [start, end] segments (0 without times)."""
+    times = item.get("times") or []
+    if not isinstance(times, list) or not all(
+        isinstance(t, list) and t and isinstance(t[0], (int, float)) and not isinstance(t[0], bool) for t in times
+    ):
+        raise CaptionError(f"{where}: 'times' is not a list of [start, end] segments")
+    return min((t[0] for t in times), default=0)
 
 
 def load_didemo(folder: Path) -> list[Caption]:
     """One paragraph per video: its descriptions joined in time order (paragraph-to-video retrieval)."""
     captions = []
     for split, name in (("train", "train_data.json"), ("val", "val_data.json"), ("test", "test_data.json")):
-        paragraphs: dict[str, list[tuple[int, str]]] = {}
-        for item in _read_json(folder / name):
-            start = min(t[0] for t in item["times"]) if item.get("times") else 0
-            paragraphs.setdefault(item["video"], []).append((start, item["description"].strip()))
+        paragraphs: dict[str, list[tuple[float, str]]] = {}
+        for number, item in enumerate(read_json_list(folder / name)):
+            where = f"{folder / name}: item {number}"
+            video, text = field(where, item, "video", True), field(where, item, "description")
+            paragraphs.setdefault(video, []).append((_start(where, item), text))
         captions += [
             Caption(video, " ".join(text for _, text in sorted(parts, key=lambda p: p[0])), split)
             for video, parts in paragraphs.items()
@@ -69,44 +78,58 @@ def load_didemo(folder: Path) -> list[Caption]:
 
 
 def load_lsmdc(folder: Path) -> list[Caption]:
-    """Tab-separated: clip id, four times, sentence."""
+    """Headerless, tab-separated as published (comma or semicolon copies too): clip id, four times, sentence."""
     captions = []
     for split, name in (("train", "training"), ("val", "val"), ("test", "test")):
-        path = _need(folder / f"LSMDC16_annos_{name}.csv")
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) < 6:
-                raise CaptionError(f"{path}:{number}: expected 6 tab-separated fields, found {len(fields)}")
-            captions.append(Caption(fields[0].strip(), fields[5].strip(), split))
+        captions += [Caption(clip, text, split) for _, clip, text in read_lsmdc(folder / f"LSMDC16_annos_{name}.csv")]
     return captions
+
+
+def _english(where: str, item: dict) -> list[str]:
+    texts = value(where, item, "enCap")
+    if not isinstance(texts, list):
+        raise CaptionError(f"{where}: 'enCap' is {kind(texts)}, not a list of captions")
+    for number, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise CaptionError(f"{where}: enCap[{number}] is {kind(text) if text else 'empty'}, not a caption")
+    return [text.strip() for text in texts]
 
 
 def load_vatex(folder: Path) -> list[Caption]:
     """English captions; the official validation set serves as the test split (as in most papers)."""
     captions = []
     for split, name in (("train", "vatex_training_v1.0.json"), ("test", "vatex_validation_v1.0.json")):
-        for item in _read_json(folder / name):
-            captions += [Caption(item["videoID"], text, split) for text in item["enCap"]]
+        for number, item in enumerate(read_json_list(folder / name)):
+            where = f"{folder / name}: item {number}"
+            video = field(where, item, "videoID", True)
+            captions += [Caption(video, text, split) for text in _english(where, item)]
     return captions
 
 
+def _generic_rows(path: Path) -> list[tuple[str, dict]]:
+    """(where, row) from a JSONL, a JSON list, or a comma/semicolon/tab-separated table with a header."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return [(f"{path} line {number}", row) for number, row in read_jsonl(path)]
+    if suffix == ".json":
+        return [(f"{path}: item {number}", row) for number, row in enumerate(read_json_list(path))]
+    return read_table(path, ("video", "caption"), text_column="caption")
+
+
 def load_generic(path: Path) -> list[Caption]:
-    """JSONL of {"video", "caption", "split"?} or CSV with columns video, caption[, split]; split defaults to train."""
-    _need(path)
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        rows = _csv_rows(path)
+    """JSONL of {"video", "caption", "split"?} (or a JSON list of them), or a CSV/TSV with columns
+    video, caption[, split]; split defaults to train."""
+    if path.is_dir():
+        raise CaptionError(f"{path}: generic annotations are one JSONL or CSV file, not a folder")
     captions = []
-    for number, row in enumerate(rows, 1):
-        if "video" not in row or "caption" not in row:
-            raise CaptionError(f"{path}: row {number} needs 'video' and 'caption' fields")
-        split = (row.get("split") or "train").strip()
-        if split not in ("train", "val", "test"):
-            raise CaptionError(f"{path}: row {number}: unknown split {split!r} (train, val, test)")
-        captions.append(Caption(str(row["video"]), str(row["caption"]), split))
+    for where, row in _generic_rows(path):
+        video, text = field(where, row, "video", True), field(where, row, "caption")
+        split = row.get("split") or "train"
+        if not isinstance(split, str) or split.strip() not in ("train", "val", "test"):
+            raise CaptionError(f"{where}: unknown split {split!r} (train, val, test)")
+        captions.append(Caption(video, text, split.strip()))
+    if not captions:
+        raise CaptionError(f"{path}: no captions in the file")
     return captions
 
 
@@ -118,21 +141,57 @@ LOADERS = {
     "vatex": load_vatex,
 }
 
+LAYOUTS = {
+    "msrvtt": ("MSRVTT_data.json", "MSRVTT_train.9k.csv", "MSRVTT_JSFUSION_test.csv"),
+    "msrvtt-7k": ("MSRVTT_data.json", "MSRVTT_train.7k.csv", "MSRVTT_JSFUSION_test.csv"),
+    "didemo": ("train_data.json", "val_data.json", "test_data.json"),
+    "lsmdc": ("LSMDC16_annos_training.csv", "LSMDC16_annos_val.csv", "LSMDC16_annos_test.csv"),
+    "vatex": ("vatex_training_v1.0.json", "vatex_validation_v1.0.json"),
+}
+
+
+def _layout_report(path: Path) -> str:
+    """What was found of each layout and what it still needs; or, with nothing found, where to look."""
+    partial = {}
+    for name, files in LAYOUTS.items():
+        found = [f for f in files if (path / f).is_file()]
+        if found:
+            partial[name] = (found, [f for f in files if f not in found])
+    if "msrvtt" in partial and "msrvtt-7k" in partial:
+        del partial["msrvtt-7k" if len(partial["msrvtt"][1]) <= len(partial["msrvtt-7k"][1]) else "msrvtt"]
+    if partial:
+        return "; ".join(
+            f"found {', '.join(found)}; {name} also needs {', '.join(missing)}"
+            for name, (found, missing) in partial.items()
+        )
+    markers = sorted({files[0] for files in LAYOUTS.values()})
+    below = sorted({str(hit.parent) for marker in markers for hit in path.glob(f"*/{marker}")})
+    files = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"))
+    hints = [f"{', '.join(below[:3])} holds some: give that folder"] if below else []
+    hints += [f"a single annotation file is given as the file itself ({', '.join(files[:3])})"] if files else []
+    return "; ".join([f"none of {', '.join(markers)}", *hints])
+
+
+def layout_missing(path: Path, dataset: str) -> list[str]:
+    return [name for name in LAYOUTS[dataset] if not (path / name).is_file()]
+
 
 def detect_dataset(path: Path) -> str:
+    """Which dataset a folder holds, from the complete set of files of one layout (never a guess from one file)."""
     if path.is_file():
         return "generic"
-    markers = {
-        "MSRVTT_data.json": "msrvtt",
-        "train_data.json": "didemo",
-        "LSMDC16_annos_training.csv": "lsmdc",
-        "vatex_training_v1.0.json": "vatex",
-    }
-    for marker, name in markers.items():
-        if (path / marker).exists():
-            return name
+    if not path.exists():
+        raise CaptionError(f"{path}: no such annotation file or folder")
+    complete = [name for name in LAYOUTS if not layout_missing(path, name)]
+    if "msrvtt" in complete and "msrvtt-7k" in complete:
+        complete.remove("msrvtt-7k")
+    if len(complete) > 1:
+        raise CaptionError(f"{path}: holds the files of {' and '.join(complete)}; pass --dataset")
+    if complete:
+        return complete[0]
     raise CaptionError(
-        f"{path}: cannot tell which dataset this is; pass --dataset (msrvtt, msrvtt-7k, didemo, lsmdc, vatex, generic)"
+        f"{path}: no known annotation layout; {_layout_report(path)} "
+        f"(or give a JSONL/CSV file of video, caption[, split], or pass --dataset)"
     )
 
 
@@ -144,6 +203,9 @@ def load_captions(path: Path, dataset: str | None = None) -> list[Caption]:
         raise CaptionError(f"unknown dataset {dataset!r} ({', '.join([*LOADERS, 'generic'])})")
     if not path.is_dir():
         raise CaptionError(f"{path}: {dataset} annotations are a folder")
+    missing = layout_missing(path, dataset)
+    if missing:
+        raise CaptionError(f"{path}: {dataset} needs {', '.join(missing)}, not found there")
     return LOADERS[dataset](path)
 
 
