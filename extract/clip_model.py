@@ -19,7 +19,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from gais_pipe.workdir.atomic import save_tensors_atomically
+from gais_pipe.workdir.files import save_tensors_atomically
 from gais_pipe.workdir.hashing import sha256_file
 
 from .weights import WeightsUnavailable

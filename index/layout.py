@@ -3,11 +3,9 @@ which checkpoint it was built from, so a query can refuse a stale or foreign ind
 
 from __future__ import annotations
 
-import json
-
 from gais_pipe.workdir import Workdir
+from gais_pipe.workdir.files import read_json
 
 
 def read_record(work: Workdir) -> dict | None:
-    path = work.index_dir / "record.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(work.index_dir / "record.json")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gais_pipe.workdir.files import read_json
+
 COLUMNS = ("frame_features", "audio_features", "audio_mask", "frame_times")
 
 
@@ -25,7 +27,10 @@ class RerankStore:
 
     def videos(self) -> list[dict]:
         """Per row: id, path, duration, shard, row in shard, file size and mtime."""
-        return json.loads((self.folder / "videos.json").read_text())
+        videos = read_json(self.folder / "videos.json")
+        if videos is None:
+            raise FileNotFoundError(f"{self.folder / 'videos.json'}: missing; run `gais-pipe build-index`")
+        return videos
 
     def column(self, name: str) -> np.ndarray:
         return np.load(self.folder / f"{name}.npy", mmap_mode="r")

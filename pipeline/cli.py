@@ -38,12 +38,21 @@ def error_line(error: Exception) -> str:
     return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
 
 
+def workdir_identity(workdir: Path) -> dict | None:
+    """The workdir's feature record, or None; a corrupt record ends the command with one line."""
+    from gais_pipe.workdir import CorruptFile, Workdir
+
+    try:
+        return Workdir(workdir).identity()
+    except CorruptFile as error:
+        fail(str(error))
+
+
 def resolve_config(workdir: Path, name: str | None, overrides: list[str]) -> dict:
     """The config named, else the one the workdir was made with, else tiny; then the overrides."""
-    from gais_pipe.workdir import Workdir
 
     if name is None:
-        record = Workdir(workdir).identity()
+        record = workdir_identity(workdir)
         if record is not None:
             config = record["config"]
             from gais_pipe.config import apply_override
@@ -96,10 +105,9 @@ def stage_config(workdir: Path, name: str | None, overrides: list[str]) -> dict:
     """Heads, training and evaluation settings: the config named, else the one whose name the workdir
     records (if bundled), else tiny. The features themselves always come from the workdir."""
     from gais_pipe.config import bundled_config_names
-    from gais_pipe.workdir import Workdir
 
     if name is None:
-        record = Workdir(workdir).identity() or {}
+        record = workdir_identity(workdir) or {}
         name = record.get("config_name") if record.get("config_name") in bundled_config_names() else "tiny"
     return load_config(name, overrides)
 
@@ -108,10 +116,12 @@ def _stage_errors():
     from gais_pipe.extract.weights import WeightsUnavailable
     from gais_pipe.retrieval.captions import CaptionError
     from gais_pipe.workdir import WorkdirError
+    from gais_pipe.workdir.files import CorruptFile
 
     return (
         ConfigError,
         WorkdirError,
+        CorruptFile,
         WeightsUnavailable,
         CaptionError,
         FileNotFoundError,
@@ -310,7 +320,10 @@ def info(workdir: Path = typer.Argument(Path("gais-work"), help="The workdir to 
 
     if not (workdir / "workdir.json").exists():
         fail(f"{workdir}: not a gais-pipe workdir (no workdir.json)")
-    describe(workdir, Console())
+    try:
+        describe(workdir, Console())
+    except _stage_errors() as error:
+        fail(error_line(error))
 
 
 def main() -> None:  # pragma: no cover

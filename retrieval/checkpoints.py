@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from gais_pipe.config import short_hash
 from gais_pipe.workdir import Workdir, WorkdirError
-from gais_pipe.workdir.atomic import save_tensors_atomically
+from gais_pipe.workdir.files import save_tensors_atomically
 
 from .heads import GAISHead
 

@@ -297,3 +297,19 @@ def test_torchrun_environment_picks_the_workers_share(tmp_path, monkeypatch):
     summary = extract(videos, tmp_path / "work")
     assert sorted(features(tmp_path / "work")["video_id"]) == sorted(n for n in names if owner(n, 2) == 1)
     assert summary.found == sum(owner(n, 2) == 1 for n in names)
+
+
+def test_a_corrupt_workdir_file_is_one_line_naming_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from gais_pipe.cli import app
+
+    work = Workdir(tmp_path / "work")
+    work.create()
+    work.identity_path.write_text('{"feature_hash": "abc",\n "identity": ')
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "work")])
+    assert result.exit_code == 2, result.output
+    assert (
+        result.output.strip()
+        == f"error: {work.identity_path} line 2 column 14: not valid JSON (Expecting value); delete or restore it"
+    )

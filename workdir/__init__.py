@@ -12,11 +12,12 @@
       index/           FAISS index, its record and the re-rank store (build-index)
 
 Modules: `ledger` (identity, manifest, locks, failures), `features` (reading rows), `shards` (the
-HDF5 format and its readers), `atomic` (temp file + rename writes), `hashing` (weights' sha256).
+HDF5 format and its readers), `files` (temp file + rename writes, JSON reads that name the file),
+`hashing` (weights' sha256).
 """
 
-from .atomic import write_json_atomically
 from .features import RowRef, read_features
+from .files import CorruptFile, read_json, write_json_atomically
 from .ledger import Workdir, WorkdirError
 
-__all__ = ["RowRef", "Workdir", "WorkdirError", "read_features", "write_json_atomically"]
+__all__ = ["CorruptFile", "read_json", "RowRef", "Workdir", "WorkdirError", "read_features", "write_json_atomically"]

@@ -15,8 +15,8 @@ import numpy as np
 
 from gais_pipe.config import differing_keys
 
-from .atomic import write_json_atomically
 from .features import RowRef
+from .files import read_json, write_json_atomically
 from .shards import read_attrs, read_index
 
 
@@ -43,7 +43,7 @@ class Workdir:
 
     # --- identity -------------------------------------------------------------------------
     def identity(self) -> dict | None:
-        return json.loads(self.identity_path.read_text()) if self.identity_path.exists() else None
+        return read_json(self.identity_path)
 
     def claim_identity(self, record: dict) -> None:
         """Fix the workdir's features on first use; refuse, naming the differences, on any later mismatch."""
@@ -114,9 +114,7 @@ class Workdir:
 
     # --- manifest -------------------------------------------------------------------------
     def _read_manifest(self) -> dict:
-        if self.manifest_path.exists():
-            return json.loads(self.manifest_path.read_text())
-        return {"shards": []}
+        return read_json(self.manifest_path, default={"shards": []})
 
     def add_shard(self, path: Path, videos: int) -> None:
         with self._manifest_lock():
