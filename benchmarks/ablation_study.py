@@ -2,16 +2,18 @@
 
     .venv/bin/python benchmarks/ablation_study.py --seeds 0 1 2 --videos 300 --out study
 
-Per seed: make-synthetic, extract (tiny config: random CLIP, log-mel audio), then train and
-evaluate each variant on the test split (the checkpoint chosen on val). Variants:
-  mean-pool   visual only, mean pooling (the CLIP4Clip baseline)
-  xpool       visual only, text-conditioned cross-attention (X-Pool)
-  fgf-free    FGF with a text-free gate
-  fgf         FGF (text-guided gate)
-  fgf-iso     FGF + isotropic perturbation
-  fgf-svsp    FGF + SVSP
-and, for fgf-svsp, two stages (stage-1 top K re-ranked) against exhaustive scoring. Also the FGF
-gate on frames whose sound the caption names against frames of pure noise, with a plot.
+Per seed: make-synthetic, extract (tiny config: random CLIP, log-mel audio), then train with the
+default schedule and evaluate each variant on the test split (the checkpoint chosen on val). Variants:
+  mean-pool     visual only, mean pooling (the CLIP4Clip baseline)
+  xpool         visual only, text-conditioned cross-attention (X-Pool)
+  fgf-free      FGF with a text-free gate
+  fgf-linear    FGF, text-guided linear gate on [v; a'; t]
+  fgf-bilinear  FGF, linear gate + low-rank t^T B a'
+  fgf-iso       FGF bilinear + isotropic perturbation
+  fgf-svsp      FGF bilinear + SVSP (the defaults)
+and, for fgf-svsp, two stages (stage-1 top K re-ranked, K = 10% of the test videos unless --k) against
+exhaustive scoring. Claim 1 (benchmarks/gate_auc.py): the AUC of each caption's mean gate on its own
+clip, captions naming the sound against clips of unnamed noise, for the linear and the bilinear gate.
 Writes OUT/results.json, OUT/gates.png and prints a Markdown table.
 """
 
@@ -33,43 +35,26 @@ from gais_pipe.retrieval.checkpoints import load_head
 from gais_pipe.retrieval.data import join
 from gais_pipe.retrieval.evaluate import evaluate
 from gais_pipe.retrieval.text_features import TextEncoder
-from gais_pipe.synthetic import TONES, make_synthetic
+from gais_pipe.synthetic import make_synthetic
 from gais_pipe.train_stage import run_train
 from gais_pipe.workdir import Workdir
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gate_auc import gate_report  # noqa: E402
 
 VARIANTS = {
     "mean-pool": ["model.audio=false", "model.pooling='mean'", "model.perturbation='none'"],
     "xpool": ["model.audio=false", "model.perturbation='none'"],
     "fgf-free": ["model.gate='text-free'", "model.perturbation='none'"],
-    "fgf": ["model.perturbation='none'"],
+    "fgf-linear": ["model.gate_bilinear='none'", "model.perturbation='none'"],
+    "fgf-bilinear": ["model.perturbation='none'"],
     "fgf-iso": ["model.perturbation='isotropic'"],
-    "fgf-svsp": ["model.perturbation='svsp'"],
+    "fgf-svsp": [],
 }
-TRAIN = ["train.epochs=15", "train.lr=1e-3", "train.batch_size=32"]
+GATED = ("fgf-linear", "fgf-bilinear", "fgf-svsp")  # the variants whose gate AUC is reported
 
 
-@torch.no_grad()
-def gate_distributions(work: Path, checkpoint: Path, split, facts: dict) -> dict[str, list[float]]:
-    """Mean gate per (caption, its own video) pair on the test split: sound named vs pure noise."""
-    model, _, _ = load_head(Workdir(work), checkpoint, torch.device("cpu"))
-    named, noise = [], []
-    for j, text in enumerate(split.text_features):
-        video_index = int(split.caption_video[j])
-        sound = facts[split.video_ids[video_index]]["sound"]
-        batch = split.videos.take([video_index]).to("cpu")
-        gates = model.pool(model.encode_text(text[None].float()), batch).gates[0, 0]
-        mask = batch.mask[0]
-        if not mask.any():
-            continue
-        value = float(gates[mask].mean())
-        if sound in TONES or sound.startswith("word:"):
-            named.append(value)
-        elif sound.startswith("noise:"):
-            noise.append(value)
-    return {"named": named, "noise": noise}
-
-
-def run_seed(seed: int, videos: int, out: Path, k: int) -> dict:
+def run_seed(seed: int, videos: int, out: Path, k: int | None) -> dict:
     folder = out / f"seed{seed}"
     made = make_synthetic(folder / "data", videos, seed)
     captions = Path(made["captions_file"])
@@ -81,9 +66,11 @@ def run_seed(seed: int, videos: int, out: Path, k: int) -> dict:
     split = join(Workdir(work), load_captions(captions), TextEncoder(Workdir(work), torch.device("cpu")), False)[0][
         "test"
     ]
-    results = {}
+    facts = {video: facts[video] for video in split.video_ids}
+    k = k or max(1, round(0.1 * len(split.video_ids)))
+    results: dict = {"gates": {}}
     for name, overrides in VARIANTS.items():
-        config = load_config("tiny", [*TRAIN, f"train.seed={seed}", *overrides])
+        config = load_config("tiny", [f"train.seed={seed}", *overrides])
         trained = run_train(work, captions, config, run_name=name, console=quiet, show_progress=False)
         model, _, _ = load_head(Workdir(work), trained.run_dir / "best.safetensors", torch.device("cpu"))
         scores = evaluate(model, split, torch.device("cpu"), rerank_k=k if name == "fgf-svsp" else 0)
@@ -91,9 +78,12 @@ def run_seed(seed: int, videos: int, out: Path, k: int) -> dict:
         if name == "fgf-svsp":
             results["two-stage"] = {m: scores[f"two-stage@{k}"]["t2v"][m] for m in ("R@1", "R@5", "R@10")}
             results["stage1-only"] = {m: scores["stage1"]["t2v"][m] for m in ("R@1", "R@5", "R@10")}
-        print(f"seed {seed} {name}: {results[name]}", flush=True)
-    results["gates"] = gate_distributions(work, work / "runs/fgf/best.safetensors", split, facts)
+        if name in GATED:
+            results["gates"][name] = gate_report(model, split, facts)
+            results[name]["gate AUC"] = results["gates"][name]["auc"]
+        print(f"seed {seed} {name}: {results[name]} ({trained.history[-1]['epoch']} epochs)", flush=True)
     results["test_videos"] = len(split.video_ids)
+    results["k"] = k
     return results
 
 
@@ -103,18 +93,17 @@ def plot_gates(per_seed: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    named = [g for r in per_seed for g in r["gates"]["named"]]
-    noise = [g for r in per_seed for g in r["gates"]["noise"]]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure, axes = plt.subplots(1, len(GATED), figsize=(5 * len(GATED), 3.5), sharey=True)
     bins = np.linspace(0, 1, 41)
-    axis.hist(named, bins=bins, alpha=0.6, label=f"sound named in the caption (n={len(named)})")
-    axis.hist(noise, bins=bins, alpha=0.6, label=f"pure noise, not named (n={len(noise)})")
-    axis.set(
-        xlabel="mean FGF audio gate over the video's frames",
-        ylabel="caption-video pairs",
-        title="Does the gate open for sound the query needs?",
-    )
-    axis.legend(fontsize=8)
+    for axis, name in zip(axes, GATED):
+        named = [g for r in per_seed for g in r["gates"][name]["gates"]["named"]]
+        noise = [g for r in per_seed for g in r["gates"][name]["gates"]["noise"]]
+        axis.hist(named, bins=bins, alpha=0.6, label=f"sound named in the caption (n={len(named)})")
+        axis.hist(noise, bins=bins, alpha=0.6, label=f"unnamed noise (n={len(noise)})")
+        auc = np.mean([r["gates"][name]["auc"] for r in per_seed])
+        axis.set(xlabel="mean audio gate over the clip's heard frames", title=f"{name}: AUC {auc:.2f}")
+        axis.legend(fontsize=7)
+    axes[0].set_ylabel("caption-clip pairs")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -124,36 +113,35 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--videos", type=int, default=300)
-    parser.add_argument("--k", type=int, default=10, help="two-stage re-rank depth")
+    parser.add_argument("--k", type=int, default=None, help="two-stage re-rank depth (default: 10%% of test videos)")
     parser.add_argument("--out", type=Path, default=Path("study"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     per_seed = [run_seed(seed, args.videos, args.out, args.k) for seed in args.seeds]
     rows = [*VARIANTS, "stage1-only", "two-stage"]
     summary = {}
-    print("\n| variant | R@1 | R@5 | R@10 |\n| --- | --- | --- | --- |")
+    print("\n| variant | R@1 | R@5 | R@10 | gate AUC |\n| --- | --- | --- | --- | --- |")
     for name in rows:
         cells = []
-        for metric in ("R@1", "R@5", "R@10"):
+        for metric in ("R@1", "R@5", "R@10", "gate AUC"):
+            if metric not in per_seed[0][name]:
+                cells.append("")
+                continue
             values = np.array([r[name][metric] for r in per_seed])
             summary.setdefault(name, {})[metric] = {
                 "mean": float(values.mean()),
                 "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
             }
-            cells.append(f"{values.mean():.1f} ± {summary[name][metric]['std']:.1f}")
+            digits = 2 if metric == "gate AUC" else 1
+            cells.append(f"{values.mean():.{digits}f} ± {summary[name][metric]['std']:.{digits}f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
-    named = [g for r in per_seed for g in r["gates"]["named"]]
-    noise = [g for r in per_seed for g in r["gates"]["noise"]]
-    summary["gates"] = {
-        "named_mean": float(np.mean(named)),
-        "noise_mean": float(np.mean(noise)),
-        "named_n": len(named),
-        "noise_n": len(noise),
-    }
-    print(
-        f"\nmean FGF gate: sound named {summary['gates']['named_mean']:.3f} (n={len(named)}), pure noise "
-        f"{summary['gates']['noise_mean']:.3f} (n={len(noise)})"
-    )
+    for name in GATED:
+        named = [g for r in per_seed for g in r["gates"][name]["gates"]["named"]]
+        noise = [g for r in per_seed for g in r["gates"][name]["gates"]["noise"]]
+        print(
+            f"{name}: mean gate, sound named {np.mean(named):.3f} (n={len(named)}), unnamed noise "
+            f"{np.mean(noise):.3f} (n={len(noise)})"
+        )
     print(
         f"test videos per seed: {[r['test_videos'] for r in per_seed]}; chance R@1 = "
         f"{100 / np.mean([r['test_videos'] for r in per_seed]):.1f}"

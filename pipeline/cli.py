@@ -153,7 +153,7 @@ def train(
     ),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
-    """Train the FGF and SVSP heads on the cached features; keeps the best checkpoint by validation R@1."""
+    """Train the FGF and SVSP heads on the cached features; keeps the best checkpoint by val R@1+R@5+R@10."""
     from gais_pipe.train_stage import run_train
 
     try:

@@ -10,7 +10,6 @@ with the same global batch.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,10 +24,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from gais_pipe.config import Config, short_hash
 from gais_pipe.distributed import resolve_device
 from gais_pipe.retrieval.checkpoints import load_training_state, save_checkpoint, save_training_state
-from gais_pipe.retrieval.data import Split, caption_splits
+from gais_pipe.retrieval.data import Split, caption_splits, epoch_batches, variance_texts
 from gais_pipe.retrieval.evaluate import evaluate
 from gais_pipe.retrieval.heads import GAISHead, VideoBatch
-from gais_pipe.retrieval.losses import adaptive_margin, support_text_scores, symmetric_info_nce
+from gais_pipe.retrieval.losses import adaptive_margin, radius_prior, support_text_scores, symmetric_info_nce
+from gais_pipe.retrieval.schedule import Schedule, lr_scheduler, optimizer_for, plan_schedule
 from gais_pipe.retrieval.text_features import TextEncoder
 from gais_pipe.workdir import Workdir, WorkdirError
 
@@ -65,15 +65,26 @@ def batch_loss(
     support = bool(loss_cfg["support_weight"])
     out = model(texts[lo:hi], videos, positives=positives if support else None)
     blocks = [out.full, out.stage1]
+    prior = bool(loss_cfg["radius_prior"]) and out.radius is not None
+    if prior:
+        blocks.append(out.radius)
     if support:
         blocks.append(support_text_scores(out.text, out.pooled.video, out.positive_radius, positives))
     scores, stage1, *rest = _gather_rows(blocks, world)
     margin = 0.0
-    if loss_cfg["refinement"]:
-        margin = adaptive_margin(texts, videos.frames.mean(dim=1), loss_cfg["margin_beta"], loss_cfg["margin_delta"])
+    if loss_cfg["refinement"]:  # closeness of the standardised inputs: raw frame cosines are all ~1
+        with torch.no_grad():
+            margin = adaptive_margin(
+                model.text_stats(texts),
+                model.frame_stats(videos.frames).mean(dim=1),
+                loss_cfg["margin_beta"],
+                loss_cfg["margin_delta"],
+            )
     parts = {"main": symmetric_info_nce(out.scale * (scores + margin))}
     if loss_cfg["stage1_weight"]:
         parts["stage1"] = loss_cfg["stage1_weight"] * symmetric_info_nce(out.scale * stage1)
+    if prior:
+        parts["radius"] = loss_cfg["radius_prior"] * radius_prior(rest.pop(0), float(config["model"]["radius_init"]))
     if support:
         parts["support"] = loss_cfg["support_weight"] * symmetric_info_nce(out.scale * rest[0])
     total = sum(parts.values())
@@ -93,43 +104,6 @@ def average_gradients(model: torch.nn.Module, world: int) -> None:
             parameter.grad = torch.zeros_like(parameter)
         dist.all_reduce(parameter.grad)
         parameter.grad /= world
-
-
-def epoch_batches(split: Split, batch_size: int, seed: int, epoch: int, world: int) -> list[np.ndarray]:
-    """One random caption per video (X-Pool's sampling), videos shuffled; the same on every process."""
-    generator = np.random.default_rng([seed, epoch])
-    by_video: dict[int, list[int]] = {}
-    for caption, video in enumerate(split.caption_video):
-        by_video.setdefault(int(video), []).append(caption)
-    videos = generator.permutation(sorted(by_video))
-    captions = np.array([generator.choice(by_video[v]) for v in videos])
-    batches = [captions[i : i + batch_size] for i in range(0, len(captions), batch_size)]
-    if world > 1:  # every process needs an equal share of rows
-        batches = [b[: len(b) - len(b) % world] for b in batches]
-    return [b for b in batches if len(b) >= max(2, world)]
-
-
-def variance_texts(split: Split, captions: np.ndarray, per_video: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to `per_video` captions of each batch video, and which video each belongs to."""
-    chosen, groups = [], []
-    for group, caption in enumerate(captions):
-        video = split.caption_video[caption]
-        siblings = np.flatnonzero(split.caption_video == video)[:per_video]
-        chosen.extend(siblings.tolist())
-        groups.extend([group] * len(siblings))
-    return split.text_features[chosen], torch.tensor(groups)
-
-
-def _schedule(optimizer, total_steps: int, warmup_fraction: float):
-    warmup = max(1, int(total_steps * warmup_fraction))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -154,36 +128,40 @@ def plot_curves(history: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def run_train(
-    workdir: Path,
-    captions_path: Path,
-    config: Config,
-    dataset: str | None = None,
-    allow_missing: bool = False,
-    run_name: str | None = None,
-    console: Console | None = None,
-    show_progress: bool = True,
-) -> TrainResult:
-    console = console or Console(stderr=True)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = resolve_device(config["runtime"]["device"])
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    train_cfg = config["train"]
-    work = Workdir(workdir)
-    record = work.identity()
-    if record is None:
-        raise WorkdirError(f"{workdir}: no features yet; run `gais-pipe extract` first")
+@dataclass
+class Session:
+    """Everything one training run holds between its steps."""
 
+    config: Config
+    device: torch.device
+    rank: int
+    world: int
+    train: Split
+    val: Split
+    run_dir: Path
+    meta: dict
+    model: GAISHead
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    schedule: Schedule
+    start_epoch: int = 0
+    best: dict = field(default_factory=lambda: {"epoch": -1, "val_t2v_R@1": -1.0, "score": [-1.0, 0.0]})
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def train_cfg(self) -> dict:
+        return self.config["train"]
+
+
+def _load_splits(work: Workdir, captions_path: Path, dataset, config: Config, device, allow_missing, rank, console):
     splits, report = caption_splits(
         work,
         captions_path,
         dataset,
-        train_cfg,
+        config["train"],
         TextEncoder(work, device),
         allow_missing,
-        bool(train_cfg["lazy_features"]),
+        bool(config["train"]["lazy_features"]),
     )
     if report.missing and rank == 0:
         console.print(
@@ -195,8 +173,22 @@ def run_train(
         raise WorkdirError(
             f"{captions_path}: needs train and val captions (val is carved from train when val_ratio > 0)"
         )
-    train, val = splits["train"], splits["val"]
+    return splits["train"], splits["val"]
 
+
+def set_up_or_resume(
+    workdir: Path, captions_path: Path, config: Config, dataset, allow_missing, run_name, console
+) -> Session:
+    """Splits, heads (inputs standardised on the train split), schedule, optimiser; or the saved state."""
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    device = resolve_device(config["runtime"]["device"])
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    train_cfg, work = config["train"], Workdir(workdir)
+    record = work.identity()
+    if record is None:
+        raise WorkdirError(f"{workdir}: no features yet; run `gais-pipe extract` first")
+    train, val = _load_splits(work, captions_path, dataset, config, device, allow_missing, rank, console)
     run_config = {k: config[k] for k in ("model", "loss", "train")}
     run_dir = work.root / "runs" / (run_name or f"run-{short_hash([run_config, record['feature_hash']])[:8]}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -208,29 +200,136 @@ def run_train(
         "captions": str(captions_path),
         "dataset": dataset,
     }
-
-    torch.manual_seed(int(train_cfg["seed"]))
-    model = GAISHead.for_features(record["identity"], config["model"]).to(device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(train_cfg["lr"]), weight_decay=float(train_cfg["weight_decay"])
+    seed = int(train_cfg["seed"])
+    torch.manual_seed(seed)
+    model = GAISHead.for_features(record["identity"], config["model"])
+    if config["model"]["standardise"]:
+        model.fit_inputs(train)
+    model = model.to(device)
+    schedule = plan_schedule(
+        train_cfg, len(train.video_ids), world, lambda batch: len(epoch_batches(train, batch, seed, 0, world))
     )
-    steps_per_epoch = len(epoch_batches(train, int(train_cfg["batch_size"]), int(train_cfg["seed"]), 0, world))
-    scheduler = _schedule(optimizer, steps_per_epoch * int(train_cfg["epochs"]), float(train_cfg["warmup_fraction"]))
-    start_epoch, best, history = 0, {"epoch": -1, "val_t2v_R@1": -1.0}, []
+    optimizer = optimizer_for(model, schedule.lr, float(train_cfg["weight_decay"]))
+    scheduler = lr_scheduler(optimizer, schedule.total_steps, schedule.warmup_steps)
+    session = Session(config, device, rank, world, train, val, run_dir, meta, model, optimizer, scheduler, schedule)
     state = load_training_state(run_dir, meta)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        session.start_epoch, session.best, session.history = state["epoch"] + 1, state["best"], state["history"]
         if rank == 0:
             console.print(f"resuming {run_dir.name} after epoch {state['epoch'] + 1}", highlight=False)
     if world > 1:  # same start everywhere, whatever each process's RNG did
         for tensor in [*model.parameters(), *model.buffers()]:
             dist.broadcast(tensor.data, src=0)
-    amp = device.type == "cuda" and bool(train_cfg["amp"])
+    if rank == 0:
+        console.print(schedule.describe(len(train.video_ids), len(val.video_ids), len(val)), highlight=False)
+    return session
 
+
+def train_epoch(session: Session, epoch: int, on_step) -> dict:
+    """One pass over the train videos (one random caption each); the epoch's history entry."""
+    model, train, cfg, device = session.model, session.train, session.train_cfg, session.device
+    seed, amp = int(cfg["seed"]), device.type == "cuda" and bool(cfg["amp"])
+    sampler = np.random.default_rng([seed, epoch, 1])  # the variance sample: reproducible on resume
+    model.train()
+    losses, seen, started = [], 0, time.perf_counter()
+    for captions_idx in epoch_batches(train, session.schedule.batch_size, seed, epoch, session.world):
+        videos = train.videos.take(train.caption_video[captions_idx]).to(device)
+        texts = train.text_features[captions_idx].to(device).float()
+        if model.perturbation == "svsp":
+            siblings, groups = variance_texts(train, captions_idx, int(cfg["variance_captions"]), sampler)
+            with torch.no_grad():
+                model.update_text_variance(model.encode_text(siblings.to(device).float()), groups.to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, _ = batch_loss(model, texts, videos, session.config, session.rank, session.world)
+        session.optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        average_gradients(model, session.world)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
+        session.optimizer.step()
+        session.scheduler.step()
+        losses.append(float(loss.detach()))
+        seen += len(captions_idx)
+        on_step(epoch, losses[-1], seen / (time.perf_counter() - started))
+    return {
+        "epoch": epoch + 1,
+        "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        "captions_per_s": seen / max(time.perf_counter() - started, 1e-9),
+        "lr": session.scheduler.get_last_lr()[0],
+        "logit_scale": float(model.scale().detach()),
+    }
+
+
+def selection_score(entry: dict) -> list[float]:
+    """What picks the checkpoint: R@1 + R@5 + R@10 on val (R@1 alone on a val split of a hundred
+    captions moves by several points from noise), ties broken by the lower mean rank."""
+    return [entry["val_t2v_R@1"] + entry["val_t2v_R@5"] + entry["val_t2v_R@10"], -entry["val_t2v_MnR"]]
+
+
+def validate_and_keep(session: Session, epoch: int, entry: dict, console: Console) -> None:
+    """Rank 0: validate, keep the best checkpoint by `selection_score`, save the resumable state."""
+    model, meta, run_dir = session.model, session.meta, session.run_dir
+    scores = evaluate(model, session.val, session.device, int(session.config["eval"]["text_chunk"]))
+    full = scores["full"]["t2v"]
+    entry.update({f"val_t2v_{k}": v for k, v in full.items() if k.startswith("R@") or k in ("MdR", "MnR")})
+    entry["val_stage1_t2v_R@1"] = scores["stage1"]["t2v"]["R@1"]
+    entry["val_score"] = selection_score(entry)
+    session.history.append(entry)
+    if entry["val_score"] > session.best["score"]:
+        session.best = {"epoch": epoch + 1, "val_t2v_R@1": entry["val_t2v_R@1"], "score": entry["val_score"]}
+        save_checkpoint(run_dir / "best.safetensors", model, {**meta, "epoch": epoch + 1, "val": scores})
+    save_checkpoint(run_dir / "last.safetensors", model, {**meta, "epoch": epoch + 1})
+    state = {
+        "model": model.state_dict(),
+        "optimizer": session.optimizer.state_dict(),
+        "scheduler": session.scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "epoch": epoch,
+        "best": session.best,
+        "history": session.history,
+    }
+    save_training_state(run_dir, meta, state)
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+    plot_curves(session.history, run_dir / "curves.png")
+    console.print(
+        f"epoch {epoch + 1}: loss {entry['train_loss']:.4f}, val t2v R@1 {entry['val_t2v_R@1']:.1f} "
+        f"R@5 {entry['val_t2v_R@5']:.1f} (stage-1 R@1 {entry['val_stage1_t2v_R@1']:.1f})",
+        highlight=False,
+    )
+
+
+def should_stop(session: Session) -> bool:
+    """Early stop: `patience` validations in a row without a better checkpoint (decided on rank 0)."""
+    patience = session.schedule.patience
+    stop = 0
+    if session.rank == 0 and patience > 0 and session.history:
+        stop = int(
+            len(session.history) - [h["epoch"] for h in session.history].index(session.best["epoch"]) - 1 >= patience
+        )
+    if session.world > 1:
+        flag = torch.tensor([stop])
+        dist.broadcast(flag, src=0)
+        stop = int(flag)
+    return bool(stop)
+
+
+def run_train(
+    workdir: Path,
+    captions_path: Path,
+    config: Config,
+    dataset: str | None = None,
+    allow_missing: bool = False,
+    run_name: str | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
+    console = console or Console(stderr=True)
+    session = set_up_or_resume(workdir, captions_path, config, dataset, allow_missing, run_name, console)
+    schedule = session.schedule
     progress = Progress(
         TextColumn("[bold]train"),
         BarColumn(),
@@ -238,88 +337,36 @@ def run_train(
         TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} {task.fields[rate]:.0f} captions/s"),
         TimeElapsedColumn(),
         console=console,
-        disable=not show_progress or rank != 0,
+        disable=not show_progress or session.rank != 0,
     )
     with progress:
         task = progress.add_task(
             "train",
-            total=steps_per_epoch * (int(train_cfg["epochs"]) - start_epoch),
-            epoch=start_epoch + 1,
+            total=schedule.steps_per_epoch * (schedule.epochs - session.start_epoch),
+            epoch=session.start_epoch + 1,
             loss=0.0,
             rate=0.0,
         )
-        for epoch in range(start_epoch, int(train_cfg["epochs"])):
-            model.train()
-            losses, seen, started = [], 0, time.perf_counter()
-            for captions_idx in epoch_batches(
-                train, int(train_cfg["batch_size"]), int(train_cfg["seed"]), epoch, world
-            ):
-                video_idx = train.caption_video[captions_idx]
-                videos = train.videos.take(video_idx).to(device)
-                texts = train.text_features[captions_idx].to(device).float()
-                if model.perturbation == "svsp":
-                    siblings, groups = variance_texts(train, captions_idx, int(train_cfg["variance_captions"]))
-                    with torch.no_grad():
-                        model.update_text_variance(model.encode_text(siblings.to(device).float()), groups.to(device))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss, parts = batch_loss(model, texts, videos, config, rank, world)
-                optimizer.zero_grad(set_to_none=False)
-                loss.backward()
-                average_gradients(model, world)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(train_cfg["grad_clip"]))
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                seen += len(captions_idx)
-                progress.update(
-                    task,
-                    advance=1,
-                    epoch=epoch + 1,
-                    loss=losses[-1],
-                    rate=seen / (time.perf_counter() - started),
-                )
-            entry = {
-                "epoch": epoch + 1,
-                "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                "captions_per_s": seen / max(time.perf_counter() - started, 1e-9),
-                "lr": scheduler.get_last_lr()[0],
-            }
-            if rank == 0:
-                scores = evaluate(model, val, device, int(config["eval"]["text_chunk"]))
-                entry.update(
-                    {
-                        f"val_t2v_{k}": v
-                        for k, v in scores["full"]["t2v"].items()
-                        if k.startswith("R@") or k in ("MdR", "MnR")
-                    }
-                )
-                entry["val_stage1_t2v_R@1"] = scores["stage1"]["t2v"]["R@1"]
-                history.append(entry)
-                if entry["val_t2v_R@1"] > best["val_t2v_R@1"]:
-                    best = {"epoch": epoch + 1, "val_t2v_R@1": entry["val_t2v_R@1"]}
-                    save_checkpoint(run_dir / "best.safetensors", model, {**meta, "epoch": epoch + 1, "val": scores})
-                save_checkpoint(run_dir / "last.safetensors", model, {**meta, "epoch": epoch + 1})
-                save_training_state(
-                    run_dir,
-                    meta,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": torch.get_rng_state(),
-                        "epoch": epoch,
-                        "best": best,
-                        "history": history,
-                    },
-                )
-                with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(entry) + "\n")
-                plot_curves(history, run_dir / "curves.png")
-                console.print(
-                    f"epoch {epoch + 1}: loss {entry['train_loss']:.4f}, val t2v R@1 {entry['val_t2v_R@1']:.1f} "
-                    f"(stage-1 {entry['val_stage1_t2v_R@1']:.1f})",
-                    highlight=False,
-                )
-            if world > 1:
+
+        def on_step(epoch: int, loss: float, rate: float) -> None:
+            progress.update(task, advance=1, epoch=epoch + 1, loss=loss, rate=rate)
+
+        for epoch in range(session.start_epoch, schedule.epochs):
+            if should_stop(session):  # a run that stopped early stays stopped when it is run again
+                break
+            entry = train_epoch(session, epoch, on_step)
+            last = epoch + 1 == schedule.epochs
+            if (epoch + 1) % schedule.val_every and not last:
+                continue
+            if session.rank == 0:
+                validate_and_keep(session, epoch, entry, console)
+            if session.world > 1:
                 dist.barrier()
-    return TrainResult(run_dir, best["epoch"], best["val_t2v_R@1"], history)
+            if epoch + 1 < schedule.epochs and should_stop(session):
+                if session.rank == 0:
+                    console.print(
+                        f"stopped early after epoch {epoch + 1}: "
+                        f"no better val score in {schedule.patience} validations",
+                        highlight=False,
+                    )
+    return TrainResult(session.run_dir, session.best["epoch"], session.best["val_t2v_R@1"], session.history)

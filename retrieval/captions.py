@@ -209,12 +209,15 @@ def load_captions(path: Path, dataset: str | None = None) -> list[Caption]:
     return LOADERS[dataset](path)
 
 
-def carve_validation(captions: list[Caption], ratio: float, seed: int) -> list[Caption]:
-    """Without a val split, move `ratio` of the train videos (all their captions) to val."""
+def carve_validation(captions: list[Caption], ratio: float, seed: int, minimum: int = 1) -> list[Caption]:
+    """Without a val split, move `ratio` of the train videos (all their captions) to val: at least
+    `minimum` videos (a val split of a few dozen captions picks checkpoints by noise) as long as that is
+    at most a quarter of them."""
     if any(c.split == "val" for c in captions) or ratio <= 0:
         return captions
     videos = sorted({c.video for c in captions if c.split == "train"})
-    chosen = set(random.Random(seed).sample(videos, max(1, round(len(videos) * ratio)))) if videos else set()
+    count = max(1, round(len(videos) * ratio), min(minimum, len(videos) // 4))
+    chosen = set(random.Random(seed).sample(videos, count)) if videos else set()
     return [Caption(c.video, c.text, "val") if c.split == "train" and c.video in chosen else c for c in captions]
 
 

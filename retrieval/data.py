@@ -56,6 +56,14 @@ class Split:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def captions_by_video(self) -> list[np.ndarray]:
+        """For each video (by row), its captions' indices; computed once (sampling asks every step)."""
+        if getattr(self, "_by_video", None) is None:
+            order = np.argsort(self.caption_video, kind="stable")
+            bounds = np.searchsorted(self.caption_video[order], np.arange(len(self.video_ids) + 1))
+            self._by_video = [order[bounds[i] : bounds[i + 1]] for i in range(len(self.video_ids))]
+        return self._by_video
+
 
 @dataclass
 class JoinReport:
@@ -78,7 +86,10 @@ def caption_splits(
     from .captions import carve_validation, load_captions
 
     captions = carve_validation(
-        load_captions(captions_path, dataset), float(train_cfg["val_ratio"]), int(train_cfg["seed"])
+        load_captions(captions_path, dataset),
+        float(train_cfg["val_ratio"]),
+        int(train_cfg["seed"]),
+        int(train_cfg.get("val_min_videos", 1)),  # .get: checkpoints from before the key existed
     )
     return join(work, captions, encode_texts, allow_missing, lazy)
 
@@ -126,3 +137,31 @@ def join(
             caption_video=np.array([local[mapping[kept[i].video]] for i in chosen]),
         )
     return splits, JoinReport(len(wanted), len(kept), missing)
+
+
+# --- sampling for training ---------------------------------------------------------------------
+def epoch_batches(split: Split, batch_size: int, seed: int, epoch: int, world: int) -> list[np.ndarray]:
+    """One random caption per video (X-Pool's sampling), videos shuffled; the same on every process."""
+    generator = np.random.default_rng([seed, epoch])
+    by_video = split.captions_by_video()
+    videos = generator.permutation([v for v in range(len(by_video)) if len(by_video[v])])
+    captions = np.array([generator.choice(by_video[v]) for v in videos])
+    batches = [captions[i : i + batch_size] for i in range(0, len(captions), batch_size)]
+    if world > 1:  # every process needs an equal share of rows
+        batches = [b[: len(b) - len(b) % world] for b in batches]
+    return [b for b in batches if len(b) >= max(2, world)]
+
+
+def variance_texts(
+    split: Split, captions: np.ndarray, per_video: int, generator: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random sample of up to `per_video` captions of each batch video, and which video each
+    belongs to: the semantic variance of a video's captions, not of always the same first few."""
+    chosen, groups = [], []
+    for group, caption in enumerate(captions):
+        siblings = split.captions_by_video()[split.caption_video[caption]]
+        if len(siblings) > per_video:
+            siblings = np.sort(generator.choice(siblings, per_video, replace=False))
+        chosen.extend(siblings.tolist())
+        groups.extend([group] * len(siblings))
+    return split.text_features[chosen], torch.tensor(groups)

@@ -19,7 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .standardise import Standardiser, fit_statistics
+
 GATES = ("text", "text-free", "fixed")
+BILINEAR = ("none", "diagonal", "lowrank")
 PERTURBATIONS = ("none", "isotropic", "svsp")
 POOLINGS = ("xpool", "mean")
 
@@ -56,6 +59,7 @@ class VideoState:
     diff: torch.Tensor  # [M, T, D] a' - v
     mask: torch.Tensor  # [M, T] float, 0 where no sound (or audio switched off)
     gate_logits: torch.Tensor  # [M, T] the video part of the gate's logit
+    gate_audio: torch.Tensor | None  # [M, T, r] the audio side of the bilinear gate term (B a' factored)
     ff: torch.Tensor  # [M, T] v.v
     fd: torch.Tensor  # [M, T] v.diff
     dd: torch.Tensor  # [M, T] diff.diff
@@ -87,8 +91,23 @@ class GAISHead(nn.Module):
         self.gate_kind = cfg.get("gate", "text")
         self.pooling = cfg.get("pooling", "xpool")
         self.perturbation = cfg.get("perturbation", "svsp")
-        if self.gate_kind not in GATES or self.perturbation not in PERTURBATIONS or self.pooling not in POOLINGS:
-            raise ValueError(f"model: gate in {GATES}, perturbation in {PERTURBATIONS}, pooling in {POOLINGS}")
+        self.bilinear = cfg.get("gate_bilinear", "none") if self.gate_kind == "text" else "none"
+        if (
+            self.gate_kind not in GATES
+            or self.perturbation not in PERTURBATIONS
+            or self.pooling not in POOLINGS
+            or self.bilinear not in BILINEAR
+        ):
+            raise ValueError(
+                f"model: gate in {GATES}, perturbation in {PERTURBATIONS}, pooling in {POOLINGS}, "
+                f"gate_bilinear in {BILINEAR}"
+            )
+        # Per-dimension standardisation of the frozen inputs, fitted on the train split (fit_inputs).
+        self.frame_stats, self.audio_stats, self.text_stats = (
+            Standardiser(dim),
+            Standardiser(audio_dim),
+            Standardiser(dim),
+        )
         # Text adapter t <- t + MLP(t), last layer zero so training starts from CLIP's text embedding.
         self.text_adapter = None
         if cfg.get("text_adapter", True):
@@ -103,6 +122,7 @@ class GAISHead(nn.Module):
         nn.init.zeros_(self.gate0.weight)
         nn.init.zeros_(self.gate.bias)
         nn.init.zeros_(self.gate0.bias)
+        self._init_bilinear(int(cfg.get("gate_rank", 8)))
         # X-Pool cross-attention (section 3), one head, linear layers initialised to identity.
         self.norm_text = nn.LayerNorm(dim)
         self.norm_frames = nn.LayerNorm(dim)
@@ -111,8 +131,8 @@ class GAISHead(nn.Module):
         self.residual = _identity_linear(dim)
         self.dropout = nn.Dropout(float(cfg.get("dropout", 0.1)))
         self.norm_final = nn.LayerNorm(dim)
-        # SVSP radius from cos(t, u_f) over the T frames (as T-MASS), and the semantic variance.
-        self.radius = nn.Linear(frames, dim)
+        # SVSP radius, one per (text, video) pair, from cos(t, u_f) over the T frames; the semantic variance.
+        self.radius = nn.Linear(frames, 1)
         nn.init.zeros_(self.radius.weight)
         nn.init.constant_(self.radius.bias, math.log(float(cfg.get("radius_init", 0.1))))
         self.register_buffer("text_variance", torch.ones(dim))  # flat (isotropic) until first measured
@@ -121,6 +141,29 @@ class GAISHead(nn.Module):
         scale = cfg.get("logit_scale_init", 1 / 0.07)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(float(scale))))
 
+    def _init_bilinear(self, rank: int) -> None:
+        """The text x audio term t^T B a' of the gate: B = U^T V of rank r, or diagonal. It starts at zero
+        (V = 0, or b = 0), so training starts from the linear gate; U is random so V gets a gradient."""
+        self.gate_text_factor = self.gate_audio_factor = self.gate_diagonal = None
+        if self.bilinear == "lowrank":
+            self.gate_text_factor = nn.Linear(self.dim, rank, bias=False)
+            nn.init.normal_(self.gate_text_factor.weight, std=self.dim**-0.5)
+            self.gate_audio_factor = nn.Linear(self.dim, rank, bias=False)
+            nn.init.zeros_(self.gate_audio_factor.weight)
+        elif self.bilinear == "diagonal":
+            self.gate_diagonal = nn.Parameter(torch.zeros(self.dim))
+
+    def no_decay(self, name: str) -> bool:
+        """Parameters kept out of weight decay: decaying the logit scale, biases, norm gains, the gate
+        and radius (zero-initialised, scalar outputs) or the identity-initialised attention maps pulls
+        them towards 0 instead of towards their neutral start. Only the text adapter's and the audio
+        projection's matrices are decayed."""
+        return not (name.startswith("text_adapter.") or name.startswith("audio_proj.")) or name.endswith(".bias")
+
+    def fit_inputs(self, split) -> None:
+        """Fit the input standardisation on the train split (see standardise.py)."""
+        fit_statistics(self.frame_stats, self.audio_stats, self.text_stats, split)
+
     @classmethod
     def for_features(cls, identity: dict, model_cfg: dict) -> GAISHead:
         """The heads for a workdir's features (its recorded identity: widths and frame count)."""
@@ -128,7 +171,9 @@ class GAISHead(nn.Module):
 
     # --- text ---------------------------------------------------------------------------
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        text = text.float()
+        """The standardised, adapted text. Not unit length: the gate sees it at the scale of the
+        standardised frames; the cosine and the perturbation use it normalised."""
+        text = self.text_stats(text)
         return text + self.text_adapter(text) if self.text_adapter is not None else text
 
     def scale(self) -> torch.Tensor:
@@ -136,8 +181,9 @@ class GAISHead(nn.Module):
 
     # --- fusion -------------------------------------------------------------------------
     def _audio(self, videos: VideoBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """a' = P_a a, and the mask as floats (all zero when audio is switched off)."""
-        projected = self.audio_proj(videos.audio)
+        """a' = P_a a of the standardised audio, and the mask as floats (all zero when audio is off)."""
+        heard = videos.mask.float().unsqueeze(-1)
+        projected = self.audio_proj(self.audio_stats(videos.audio) * heard)  # silence stays at the origin
         mask = videos.mask.float() if self.use_audio else torch.zeros_like(videos.mask, dtype=torch.float32)
         return projected, mask
 
@@ -145,7 +191,7 @@ class GAISHead(nn.Module):
         """The query-independent part of pooling, for a set of videos (computed once per set)."""
         if isinstance(videos, VideoState):
             return videos
-        frames = videos.frames.float()
+        frames = self.frame_stats(videos.frames)
         audio, mask = self._audio(videos)
         diff = audio - frames
         if self.gate_kind == "text":
@@ -156,6 +202,11 @@ class GAISHead(nn.Module):
             gate_logits = frames @ w[: self.dim] + audio @ w[self.dim :] + self.gate0.bias
         else:
             gate_logits = torch.zeros(frames.shape[:2], device=frames.device)
+        gate_audio = None
+        if self.gate_audio_factor is not None:
+            gate_audio = self.gate_audio_factor(audio)
+        elif self.gate_diagonal is not None:
+            gate_audio = audio * self.gate_diagonal
         v_c = frames - frames.mean(-1, keepdim=True)
         d_c = diff - diff.mean(-1, keepdim=True)
         key_v = key_d = out_v = out_d = None
@@ -169,6 +220,7 @@ class GAISHead(nn.Module):
             diff,
             mask,
             gate_logits,
+            gate_audio,
             (frames * frames).sum(-1),
             (frames * diff).sum(-1),
             (diff * diff).sum(-1),
@@ -186,6 +238,9 @@ class GAISHead(nn.Module):
         logits = state.gate_logits.unsqueeze(0).expand(text.shape[0], -1, -1)
         if self.gate_kind == "text":
             logits = logits + (text @ self.gate.weight[0, 2 * self.dim :] + self.gate.bias)[:, None, None]
+        if state.gate_audio is not None:  # the bilinear term t^T B a'
+            text_side = self.gate_text_factor(text) if self.gate_text_factor is not None else text
+            logits = logits + torch.einsum("nr,mtr->nmt", text_side, state.gate_audio)
         return torch.sigmoid(logits) * state.mask.unsqueeze(0)
 
     def stage1(self, videos: VideoBatch | VideoState) -> torch.Tensor:
@@ -238,7 +293,7 @@ class GAISHead(nn.Module):
 
     def reference_pool(self, text: torch.Tensor, videos: VideoBatch) -> torch.Tensor:
         """The same v_hat written naively with an [N, M, T, D] tensor (for tests only)."""
-        frames = videos.frames.float()
+        frames = self.frame_stats(videos.frames)
         audio, _ = self._audio(videos)
         gates = self.gates(text, self.prepare(videos))
         fused = frames.unsqueeze(0) + gates.unsqueeze(-1) * (audio - frames).unsqueeze(0)  # [N, M, T, D]
@@ -274,19 +329,35 @@ class GAISHead(nn.Module):
             self.text_variance.mul_(self.variance_momentum).add_((1 - self.variance_momentum) * variance)
         self.variance_updates += 1
 
-    def perturb(self, text: torch.Tensor, frame_text_cos: torch.Tensor) -> torch.Tensor:
+    def perturbing(self) -> bool:
+        return self.training and self.perturbation != "none"
+
+    def perturb(
+        self, text: torch.Tensor, frame_text_cos: torch.Tensor, radius: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """t~ for every (text, video) pair, [N, M, D]; t itself outside training or with `none`."""
         n, m = frame_text_cos.shape[:2]
-        if not self.training or self.perturbation == "none":
+        if not self.perturbing():
             return text.unsqueeze(1).expand(n, m, -1)
-        unit = F.normalize(text, dim=-1)
-        radius = torch.exp(self.radius(frame_text_cos))  # [N, M, D]
-        if self.perturbation == "svsp":
-            sigma = self.text_variance.clamp_min(1e-12).sqrt()
-            shape = sigma / sigma.mean()
-        else:
-            shape = torch.ones_like(self.text_variance)
-        return unit.unsqueeze(1) + radius * shape * torch.randn(n, m, self.dim, device=text.device)
+        radius = self.pair_radius(frame_text_cos) if radius is None else radius
+        return F.normalize(text, dim=-1).unsqueeze(1) + self.noise(radius, n, m)
+
+    def pair_radius(self, frame_text_cos: torch.Tensor) -> torch.Tensor:
+        """r = exp(w_r . c + b_r): one radius per (text, video) pair, [N, M, 1]."""
+        return torch.exp(self.radius(frame_text_cos))
+
+    def noise_shape(self) -> torch.Tensor:
+        """s: sigma / rms(sigma) for SVSP, ones for isotropic; RMS 1 either way, so both inject the
+        same energy and differ only in where it goes."""
+        if self.perturbation != "svsp":
+            return torch.ones_like(self.text_variance)
+        sigma = self.text_variance.clamp_min(1e-12).sqrt()
+        return sigma / sigma.pow(2).mean().sqrt()
+
+    def noise(self, radius: torch.Tensor, n: int, m: int) -> torch.Tensor:
+        """r * (s * eps) / sqrt(D): E||noise||^2 = r^2 whatever D and the shape are."""
+        eps = torch.randn(n, m, self.dim, device=radius.device)
+        return radius * self.noise_shape() * eps / math.sqrt(self.dim)
 
     # --- scores -------------------------------------------------------------------------
     def forward(
@@ -299,19 +370,22 @@ class GAISHead(nn.Module):
         """Every text against every video: the full GAIS score, the stage-1 score, and what pooling saw.
 
         Everything a loss needs from the parameters is computed here (DDP syncs gradients of what
-        forward uses): the logit scale, and with `positives` (the column of each text's own video)
-        the perturbation radius of the positive pairs, for the support-text term.
+        forward uses): the logit scale, the perturbation radius of every pair (training only), and
+        with `positives` (the column of each text's own video) that of the positive pairs, for the
+        support-text term.
         """
         adapted = self.encode_text(text)
         videos = self.prepare(videos)
         pooled = self.pool(adapted, videos)
-        query = self.perturb(adapted, pooled.frame_text_cos)
+        radius = self.pair_radius(pooled.frame_text_cos) if self.perturbing() else None
+        query = self.perturb(adapted, pooled.frame_text_cos, radius)
         full = F.cosine_similarity(query, pooled.video, dim=-1)
         stage1 = F.normalize(adapted, dim=-1) @ self.stage1(videos).T if with_stage1 else None
-        radius = None
+        positive = None
         if positives is not None:
-            radius = torch.exp(self.radius(pooled.frame_text_cos[torch.arange(len(text)), positives]))
-        return Scores(full, stage1, pooled, F.normalize(adapted, dim=-1), self.scale(), radius)
+            positive = self.pair_radius(pooled.frame_text_cos[torch.arange(len(text)), positives])
+        pair = radius[..., 0] if radius is not None else None
+        return Scores(full, stage1, pooled, F.normalize(adapted, dim=-1), self.scale(), positive, pair)
 
 
 @dataclass
@@ -321,4 +395,5 @@ class Scores:
     pooled: Pooled
     text: torch.Tensor  # [N, D] adapted text, unit length
     scale: torch.Tensor  # the logit scale
-    positive_radius: torch.Tensor | None = None  # [N, D] perturbation radius of each text's positive pair
+    positive_radius: torch.Tensor | None = None  # [N, 1] perturbation radius of each text's positive pair
+    radius: torch.Tensor | None = None  # [N, M] perturbation radius of every pair (training with perturbation)

@@ -36,3 +36,16 @@ def support_text_scores(
     own = video[torch.arange(len(text)), positives]
     support = text + radius * F.normalize(own - text, dim=-1)
     return F.cosine_similarity(support.unsqueeze(1), video, dim=-1)
+
+
+def radius_prior(radius: torch.Tensor, target: float) -> torch.Tensor:
+    """KL( N(0, r^2 S) || N(0, r0^2 S) ) per dimension, averaged over pairs: 0.5 (rho^2 - 1 - 2 log rho),
+    rho = r / r0.
+
+    The contrastive loss alone only ever shrinks the radius (noise on the query can only cost it in
+    expectation), so a learned radius collapses to 0 and the perturbation switches itself off. As in a
+    variational bottleneck, this prior pulls every radius towards r0 and lets the contrastive loss
+    push it down only where the noise really hurts: the radius becomes a per-pair confidence.
+    """
+    rho = radius.float() / target
+    return 0.5 * (rho * rho - 1 - 2 * torch.log(rho)).mean()

@@ -11,8 +11,7 @@ G=.venv/bin/gais-pipe
 
 $G make-synthetic "$DEMO/synthetic" --videos 240 --seed 0
 $G extract "$DEMO/synthetic/videos" --workdir "$DEMO/work" --config tiny --quiet
-$G train --workdir "$DEMO/work" --captions "$DEMO/synthetic/captions.jsonl" --run-name demo --quiet \
-  --set train.epochs=15 --set train.lr=1e-3 --set train.batch_size=32
+$G train --workdir "$DEMO/work" --captions "$DEMO/synthetic/captions.jsonl" --run-name demo --quiet
 $G eval --workdir "$DEMO/work" --checkpoint "$DEMO/work/runs/demo/best.safetensors" --split test
 $G build-index --workdir "$DEMO/work"
 $G query "a red circle moving from left to right while high beeps plays" --workdir "$DEMO/work" -k 5

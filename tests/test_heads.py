@@ -99,3 +99,94 @@ def test_losses():
     assert torch.all(margin.diagonal() == 0) and torch.all(margin <= 0.1 + 1e-6) and torch.all(margin >= 0)
     same = adaptive_margin(text[[0, 0]], text[[0, 0]], 0.2, 0.1)
     assert same[0, 1].abs() < 1e-6  # a duplicate of the positive gets no margin
+
+
+def test_noise_norm_is_the_radius_whatever_the_dimension_and_shape():
+    """||noise|| ~ r: on unit text, a radius of 0.1 is a tenth of the vector (not 0.1 * ||s|| * sqrt(D))."""
+    torch.manual_seed(0)
+    for dim in (16, 512):
+        model = GAISHead(dim, DA, T, {"perturbation": "svsp", "radius_init": 0.1}).train()
+        variance = torch.rand(dim) ** 4  # a very uneven shape
+        model.text_variance.copy_(variance)
+        noise = model.noise(torch.full((64, 32, 1), 0.1), 64, 32)
+        norms = noise.norm(dim=-1)
+        assert float(norms.pow(2).mean().sqrt()) == pytest.approx(0.1, rel=0.05)
+        assert float(norms.max()) < 0.1 * 4  # bounded: no dimension blows the norm up
+        text = torch.randn(5, dim)
+        moved = model.perturb(text, torch.zeros(5, 3, T)) - torch.nn.functional.normalize(text, dim=-1).unsqueeze(1)
+        assert float(moved.detach().norm(dim=-1).mean()) < 0.2
+
+
+def test_svsp_and_isotropic_inject_the_same_energy_in_different_shapes():
+    torch.manual_seed(0)
+    svsp, iso = (GAISHead(D, DA, T, {"perturbation": p}).train() for p in ("svsp", "isotropic"))
+    variance = torch.ones(D)
+    variance[:4] = 25.0
+    svsp.text_variance.copy_(variance)
+    radius = torch.full((200, 50, 1), 0.3)
+    a, b = svsp.noise(radius, 200, 50), iso.noise(radius, 200, 50)
+    assert float(a.pow(2).sum(-1).mean()) == pytest.approx(float(b.pow(2).sum(-1).mean()), rel=0.03)
+    assert float(a[..., :4].std() / a[..., 4:].std()) == pytest.approx(5.0, rel=0.1)  # the shape differs
+    torch.testing.assert_close(svsp.noise_shape().pow(2).mean(), torch.tensor(1.0))
+
+
+def test_the_radius_is_one_per_pair_and_the_prior_gives_it_a_gradient_both_ways():
+    from gais_pipe.retrieval.losses import radius_prior
+
+    model = head(perturbation="svsp").train()
+    out = model(torch.randn(3, D), videos())
+    assert out.radius.shape == (3, 7)
+    for start, direction in ((0.01, -1), (1.0, 1)):  # below r0 the prior pushes up, above it down
+        radius = torch.tensor([start], requires_grad=True)
+        radius_prior(radius, 0.1).backward()
+        assert float(radius.grad) * direction > 0
+    assert float(radius_prior(torch.tensor([0.1]), 0.1)) == pytest.approx(0.0)
+
+
+def test_weight_decay_spares_scale_biases_norms_gates_radius_and_identity_maps():
+    from gais_pipe.retrieval.schedule import optimizer_for
+
+    model = GAISHead(D, DA, T, {"gate_bilinear": "lowrank"})
+    decayed, spared = optimizer_for(model, 1e-3, 0.1).param_groups
+    assert decayed["weight_decay"] == 0.1 and spared["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decayed["params"]}
+    assert decayed == {"text_adapter.0.weight", "text_adapter.2.weight", "audio_proj.weight"}
+    spared = {names[id(p)] for p in spared["params"]}
+    for name in ("logit_scale", "gate.weight", "gate0.weight", "radius.weight", "query.weight", "residual.weight"):
+        assert name in spared
+    assert "norm_final.weight" in spared and "gate_audio_factor.weight" in spared and "audio_proj.bias" in spared
+
+
+@pytest.mark.parametrize("bilinear", ["diagonal", "lowrank"])
+def test_the_bilinear_gate_term_starts_at_zero_and_is_text_times_audio(bilinear):
+    batch, text = videos(), torch.randn(3, D)
+    fresh = GAISHead(D, DA, T, {"gate_bilinear": bilinear})
+    plain = GAISHead(D, DA, T, {"gate_bilinear": "none"})
+    plain.load_state_dict(fresh.state_dict(), strict=False)
+    torch.testing.assert_close(fresh.pool(text, batch).gates, plain.pool(text, batch).gates)
+    model = head(gate_bilinear=bilinear)  # perturbed: B != 0
+    gates = model.pool(text, batch).gates
+    audio, _ = model._audio(batch)
+    if bilinear == "lowrank":
+        b = model.gate_text_factor.weight.T @ model.gate_audio_factor.weight  # [D, D]
+    else:
+        b = torch.diag(model.gate_diagonal)
+    w = model.gate.weight[0]
+    frames = model.frame_stats(batch.frames)
+    logits = (frames @ w[:D] + audio @ w[D : 2 * D]).unsqueeze(0) + (text @ w[2 * D :] + model.gate.bias)[:, None, None]
+    logits = logits + torch.einsum("nd,de,mte->nmt", text, b, audio)
+    torch.testing.assert_close(gates, torch.sigmoid(logits) * batch.mask.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_ties_stay_pessimistic_when_the_heads_cannot_tell_videos_apart():
+    from gais_pipe.retrieval.metrics import text_to_video
+    from gais_pipe.retrieval.scoring import full_scores
+
+    model = head()
+    with torch.no_grad():  # every video pools to the same vector: every score ties
+        model.norm_final.weight.zero_()
+        model.norm_final.bias.fill_(1.0)
+    scores = full_scores(model, torch.randn(7, D), videos())
+    result = text_to_video(scores, torch.arange(7).numpy())
+    assert result["R@1"] == 0.0 and result["MdR"] == 7

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,8 +75,10 @@ def test_training_lowers_the_loss_and_beats_chance_by_far(synthetic, trained):
 
 def test_the_best_checkpoint_is_chosen_on_validation(trained):
     history = trained.history
-    best = max(history, key=lambda h: h["val_t2v_R@1"])
-    assert trained.best_epoch == history.index(best) + 1
+    best = max(history, key=lambda h: h["val_score"])  # R@1 + R@5 + R@10, ties to the lower mean rank
+    assert trained.best_epoch == best["epoch"] and best["val_score"][0] == pytest.approx(
+        best["val_t2v_R@1"] + best["val_t2v_R@5"] + best["val_t2v_R@10"]
+    )
     _, meta = load_checkpoint(trained.run_dir / "best.safetensors")
     assert meta["epoch"] == trained.best_epoch and meta["val"]["split"] == "val"
 
@@ -90,6 +93,43 @@ def test_checkpoint_round_trip_carries_config_and_feature_identity(synthetic, tr
         assert torch.equal(tensor, state[name])
     training_state = torch.load(trained.run_dir / "training_state.pt", weights_only=True)
     assert training_state["epoch"] == 5
+
+
+def test_standardisation_is_fitted_on_train_stored_and_applied_identically(synthetic, trained):
+    """Eval, index (stage 1) and query (text) all go through the checkpoint's statistics: the loaded
+    head on raw features equals a head without statistics on hand-standardised features."""
+    from gais_pipe.retrieval.data import caption_splits
+    from gais_pipe.retrieval.heads import GAISHead
+    from gais_pipe.retrieval.text_features import TextEncoder
+
+    work, captions = synthetic
+    model, meta, _ = load_head(Workdir(work), trained.run_dir / "best.safetensors", torch.device("cpu"))
+    splits, _ = caption_splits(
+        Workdir(work), captions, None, meta["config"]["train"], TextEncoder(Workdir(work), torch.device("cpu")), False
+    )
+    train_frames = splits["train"].videos.frames.float()
+    torch.testing.assert_close(model.frame_stats.mean, train_frames.reshape(-1, train_frames.shape[-1]).mean(0))
+    heard = splits["train"].videos.audio.float()[splits["train"].videos.mask]
+    torch.testing.assert_close(model.audio_stats.mean, heard.mean(0), atol=1e-4, rtol=1e-4)
+    assert float(model.text_stats.std.min()) > 0 and not torch.all(model.text_stats.std == 1)
+
+    bare = GAISHead.for_features(meta["identity"], meta["config"]["model"])
+    state = {k: v for k, v in model.state_dict().items() if not k.split(".")[0].endswith("_stats")}
+    bare.load_state_dict(state, strict=False)
+    bare.eval()
+    test = splits["test"]
+    raw = test.videos
+    by_hand = VideoBatch(
+        (raw.frames.float() - model.frame_stats.mean) / model.frame_stats.std,
+        (raw.audio.float() - model.audio_stats.mean) / model.audio_stats.std,
+        raw.mask,
+    )
+    texts = test.text_features.float()
+    hand_texts = (texts - model.text_stats.mean) / model.text_stats.std
+    np.testing.assert_allclose(full_scores(model, texts, raw), full_scores(bare, hand_texts, by_hand), atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.stage1(raw), bare.stage1(by_hand))  # build-index's vectors
+        torch.testing.assert_close(model.encode_text(texts), bare.encode_text(hand_texts))  # the query's
 
 
 def test_same_seed_same_numbers_and_resume_after_an_interruption(synthetic, trained, monkeypatch):
@@ -336,3 +376,61 @@ def test_text_features_are_cached_and_reused(synthetic, monkeypatch):
     again = encoder(["another new one", "a brand new caption", "a third"])
     assert calls == [["a third"]]  # only the caption not seen before is encoded
     np.testing.assert_array_equal(again[:2], first[[1, 0]])
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """A small make-synthetic collection through the real extract (tiny config), trained with the
+    default settings: no --set at all, as a new user runs it."""
+    from conftest import extract
+
+    from gais_pipe.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("media")
+    made = make_synthetic(root / "data", 96, seed=21)
+    extract(root / "data/videos", root / "work")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the heads' tensors are tiny: more threads only spin on a shared 2-core runner
+    try:
+        result = run_train(
+            root / "work",
+            Path(made["captions_file"]),
+            load_config("tiny"),
+            run_name="defaults",
+            console=Console(quiet=True),
+            show_progress=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return root, result
+
+
+@pytest.mark.slow
+def test_default_training_retrieves_generated_videos_and_its_gate_listens(media):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from gate_auc import gate_report
+
+    from gais_pipe.retrieval.data import caption_splits
+    from gais_pipe.retrieval.text_features import TextEncoder
+
+    root, result = media
+    work = Workdir(root / "work")
+    model, meta, _ = load_head(work, result.run_dir / "best.safetensors", torch.device("cpu"))
+    assert meta["config"]["train"]["epochs"] == 0 and result.history[-1]["epoch"] > 20  # the auto schedule
+    splits, _ = caption_splits(
+        work, Path(meta["captions"]), None, meta["config"]["train"], TextEncoder(work, torch.device("cpu")), False
+    )
+    test = splits["test"]
+    # make-synthetic before issue 9 gives some videos identical captions: score those that name one video
+    owners: dict[str, set] = {}
+    for text, video in zip(test.texts, test.caption_video):
+        owners.setdefault(text, set()).add(int(video))
+    unique = np.array([len(owners[text]) == 1 for text in test.texts])
+    scores = full_scores(model, test.text_features.float(), test.videos)
+    recall = text_to_video(scores[unique], test.caption_video[unique])
+    # 96 clips leave ~65 to train on for 36 looks x 6 sounds: most test combinations were never seen
+    # together; at 420 clips the same defaults reach ~87 (see the report of issue 9). Chance is ~7.
+    assert unique.sum() >= 20 and recall["R@1"] >= 40.0 and recall["R@5"] >= 85.0, recall
+    facts = {f["video"]: f for f in json.loads((root / "data/videos.json").read_text())}
+    gates = gate_report(model, test, {video: facts[video] for video in test.video_ids})
+    assert gates["named_mean"] > gates["noise_mean"] + 0.1, gates

@@ -1,0 +1,105 @@
+"""Claim 1 as a number: does the FGF gate open for sound the query asks for, and shut out sound no query names?
+
+    .venv/bin/python benchmarks/gate_auc.py --workdir W --videos-json DATA/videos.json [--checkpoint C]
+
+For every test caption, the mean gate over its own clip's frames that have sound. Positives: captions
+that name their clip's sound (tone or word families). Negatives: captions of clips whose sound is
+noise that no caption names. The AUC is the probability that a random positive's gate is above a
+random negative's (0.5: the gate does not tell them apart). Reads make-synthetic's videos.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gais_pipe.eval_stage import load_head
+from gais_pipe.extract.workdir import Workdir
+from gais_pipe.retrieval.data import caption_splits
+from gais_pipe.retrieval.text_features import TextEncoder
+
+
+def sound_labels(fact: dict) -> tuple[str, bool]:
+    """(sound family, whether captions name it). make-synthetic writes both fields; collections made
+    before it did carry only `sound`, from which they follow."""
+    if "sound_family" in fact:
+        return fact["sound_family"], bool(fact["sound_named"])
+    sound = fact["sound"]
+    if sound.startswith("word:"):
+        return "word", True
+    if sound.startswith("noise:"):
+        return "noise", False
+    return ("none", False) if sound == "none" else ("tone", True)
+
+
+def auc(positives: list[float], negatives: list[float]) -> float:
+    """Mann-Whitney AUC, ties counted half."""
+    if not positives or not negatives:
+        return float("nan")
+    pos, neg = np.asarray(positives)[:, None], np.asarray(negatives)[None, :]
+    return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
+
+
+@torch.no_grad()
+def own_clip_gates(model, split, facts: dict) -> dict[str, list[float]]:
+    """Mean gate of each caption on its own clip's heard frames, grouped as named / noise."""
+    model.eval()
+    groups: dict[str, list[float]] = {"named": [], "noise": []}
+    for j in range(len(split)):
+        video = int(split.caption_video[j])
+        family, named = sound_labels(facts[split.video_ids[video]])
+        batch = split.videos.take([video])
+        mask = batch.mask[0].bool()
+        if not mask.any() or not (named or family == "noise"):
+            continue
+        gates = model.pool(model.encode_text(split.text_features[j : j + 1].float()), batch.to("cpu")).gates[0, 0]
+        groups["named" if named else "noise"].append(float(gates[mask].mean()))
+    return groups
+
+
+def gate_report(model, split, facts: dict) -> dict:
+    groups = own_clip_gates(model, split, facts)
+    return {
+        "auc": auc(groups["named"], groups["noise"]),
+        "named_mean": float(np.mean(groups["named"])) if groups["named"] else float("nan"),
+        "noise_mean": float(np.mean(groups["noise"])) if groups["noise"] else float("nan"),
+        "named_n": len(groups["named"]),
+        "noise_n": len(groups["noise"]),
+        "gates": groups,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--videos-json", type=Path, required=True, help="make-synthetic's videos.json")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the newest run's best")
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args()
+    work = Workdir(args.workdir)
+    model, meta, path = load_head(work, args.checkpoint, torch.device("cpu"))
+    splits, _ = caption_splits(
+        work,
+        Path(meta["captions"]),
+        meta.get("dataset"),
+        meta["config"]["train"],
+        TextEncoder(work, torch.device("cpu")),
+        False,
+    )
+    facts = {Path(f["video"]).name: f for f in json.loads(args.videos_json.read_text())}
+    facts = {video: facts[Path(video).name] for video in splits[args.split].video_ids}
+    report = gate_report(model, splits[args.split], facts)
+    print(
+        f"{path}: gate AUC {report['auc']:.3f} (named mean {report['named_mean']:.3f}, n={report['named_n']}; "
+        f"noise mean {report['noise_mean']:.3f}, n={report['noise_n']})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
