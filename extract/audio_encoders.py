@@ -114,7 +114,9 @@ class WhisperEncoder:
             raise WeightsUnavailable(
                 f"{folder}: not a usable Whisper model ({error.__class__.__name__}: {str(error)[:200]})"
             ) from None
-        self.encoder = model.get_encoder().eval().requires_grad_(False).to(device)
+        # fp32 weights whatever the file holds (hub checkpoints are often fp16, and transformers keeps a file's
+        # dtype): exact on the CPU and at precision = fp32; autocast gives fp16 / bf16 compute on the GPU.
+        self.encoder = model.get_encoder().eval().requires_grad_(False).to(device, torch.float32)
         self.device, self.precision, self.batch = device, precision, batch
         self.sample_rate = extractor.sampling_rate
         self.dim = model.config.d_model
@@ -130,12 +132,13 @@ class WhisperEncoder:
     def frame_times(self, count: int) -> np.ndarray:
         return (np.arange(count) + 0.5) / self.frame_rate
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode(self, prepared: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         windows = np.concatenate([mels for mels, _ in prepared])
+        dtype = next(self.encoder.parameters()).dtype  # the input in the weights' dtype, whatever that is
         outputs = []
         for start in range(0, len(windows), self.batch):
-            chunk = torch.from_numpy(windows[start : start + self.batch]).to(self.device)
+            chunk = torch.from_numpy(windows[start : start + self.batch]).to(self.device, dtype)
             with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
                 outputs.append(self.encoder(chunk).last_hidden_state.float().cpu().numpy())
         hidden = np.concatenate(outputs)

@@ -47,11 +47,25 @@ class FeatureMapper:
         self.device, self.precision, self.min_coverage = device, precision, min_coverage
         self.mean = torch.tensor(clip.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(clip.std, device=device).view(1, 3, 1, 1)
+        self.staging: torch.Tensor | None = None  # pinned host memory the pixels go to the GPU from
 
-    @torch.no_grad()
+    def to_device(self, pixels: np.ndarray) -> torch.Tensor:
+        """Pixels on the device. On CUDA through a pinned buffer, reused while big enough: a DMA copy that does
+        not go through the driver's pageable bounce buffer. Reusing it is safe: the previous call's `.cpu()`
+        of its embeddings waited for everything queued before, this copy included."""
+        host = torch.from_numpy(pixels)
+        if self.device.type != "cuda":
+            return host
+        if self.staging is None or self.staging.numel() < host.numel():
+            self.staging = torch.empty(host.numel(), dtype=torch.uint8, pin_memory=True)
+        staged = self.staging[: host.numel()].view(host.shape)
+        staged.copy_(host)
+        return staged.to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         """[N, S, S, 3] uint8 -> [N, D] float16. Pixels travel as uint8 and become floats on the device."""
-        images = torch.from_numpy(pixels).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        images = self.to_device(pixels).permute(0, 3, 1, 2)
         images = (images.float() / 255.0 - self.mean) / self.std
         with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
             embeddings = self.clip.model.encode_image(images)

@@ -6,6 +6,8 @@ It never raises: a video that cannot be used comes back as a `Problem`, and the 
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,12 +39,13 @@ class DecodeSpec:
     sample_rate: int
     decoder: str
     audio_frontend: Callable[[np.ndarray], Any]
+    threads: int = 0  # PyAV's decoding threads per video (0: FFmpeg's choice, one per core)
 
 
 def decode_video(ref: VideoRef, spec: DecodeSpec) -> DecodedVideo | Problem:
     try:
         info = probe(ref.path)
-        frames = sample_frames(ref.path, info, spec.frames, spec.image_size, spec.decoder)
+        frames = sample_frames(ref.path, info, spec.frames, spec.image_size, spec.decoder, spec.threads)
         warnings = []
         soundtrack, audio_problem = decode_soundtrack(ref.path, info, spec.sample_rate)
         if audio_problem:
@@ -72,32 +75,50 @@ def _as_is(item):
     return item
 
 
-def decode_isolated(ref: VideoRef, spec: DecodeSpec) -> DecodedVideo | Problem:
+def worker_context(start_method: str | None, spec: DecodeSpec):
+    """How decode workers start. None: the platform's default (fork on Linux: the fastest start, and the CPU
+    path keeps it). "forkserver" once a GPU is in use: a forked CUDA process is unusable, and forking a process
+    that holds a CUDA context, driver threads and pinned memory copies all of it for every worker. The server
+    imports the decoder and the audio frontend's modules once, so its workers start about as fast as forks."""
+    if start_method is None:
+        return None
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        frontend = spec.audio_frontend
+        modules = {__name__, type(frontend).__module__, *(type(v).__module__ for v in vars(frontend).values())}
+        context.set_forkserver_preload(sorted(m for m in modules if m in sys.modules and m != "builtins"))
+    return context
+
+
+def decode_isolated(ref: VideoRef, spec: DecodeSpec, start_method: str | None = None) -> DecodedVideo | Problem:
     """Decode one video in a worker process of its own, so that a decoder crash costs only this video."""
     try:
-        return next(iter(_loader([ref], spec, workers=1, prefetch=1)))
+        return next(iter(_loader([ref], spec, workers=1, prefetch=1, start_method=start_method)))
     except RuntimeError as error:
         if "DataLoader worker" not in str(error):
             raise
         return Problem(ref.id, "decode", f"the decoder crashed ({str(error).splitlines()[0]})")
 
 
-def _loader(refs: list[VideoRef], spec: DecodeSpec, workers: int, prefetch: int):
+def _loader(refs: list[VideoRef], spec: DecodeSpec, workers: int, prefetch: int, start_method: str | None = None):
     return torch.utils.data.DataLoader(
         VideoDataset(refs, spec),
         batch_size=None,
         num_workers=workers,
         prefetch_factor=max(1, prefetch),
         collate_fn=_as_is,
+        multiprocessing_context=worker_context(start_method, spec),
     )
 
 
-def decoded_stream(refs: list[VideoRef], spec: DecodeSpec, workers: int, prefetch: int):
+def decoded_stream(
+    refs: list[VideoRef], spec: DecodeSpec, workers: int, prefetch: int, start_method: str | None = None
+):
     """Decoded videos in input order, decoded `workers` at a time in background processes.
 
     A file that crashes the decoder (a segfault in FFmpeg, say) kills a DataLoader worker; then the
     videos that were in flight are decoded again one by one in processes of their own, so that only
-    the culprit is lost, and the loader restarts after them.
+    the culprit is lost, and the loader restarts after them. `start_method`: see `worker_context`.
     """
     if workers <= 0:
         yield from (decode_video(ref, spec) for ref in refs)
@@ -105,7 +126,7 @@ def decoded_stream(refs: list[VideoRef], spec: DecodeSpec, workers: int, prefetc
     position = 0
     while position < len(refs):
         try:
-            for item in _loader(refs[position:], spec, workers, prefetch):
+            for item in _loader(refs[position:], spec, workers, prefetch, start_method):
                 position += 1
                 yield item
         except RuntimeError as error:
@@ -114,4 +135,4 @@ def decoded_stream(refs: list[VideoRef], spec: DecodeSpec, workers: int, prefetc
             in_flight = refs[position : position + workers * max(1, prefetch) + 1]
             for ref in in_flight:
                 position += 1
-                yield decode_isolated(ref, spec)
+                yield decode_isolated(ref, spec, start_method)

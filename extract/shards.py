@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import fields
@@ -79,3 +81,42 @@ class ShardWriter:
         write_shard(path, rows, {**self.attrs, "worker": self.worker, "created": time.time()})
         self.on_written(path, len(rows))
         self.opened = time.monotonic()
+
+
+class BackgroundWriter:
+    """A ShardWriter in a thread of its own, so that building HDF5 files and their fsync overlap the encoding
+    of the next batch instead of stalling the GPU. Rows keep their order; at most `depth` batches wait, so
+    a kill loses no more than that beyond what the plain writer would. An error in the thread (a full disk)
+    is raised in the caller's next `add` or in `close`."""
+
+    def __init__(self, writer: ShardWriter, depth: int = 2):
+        self.writer = writer
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="shard-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (rows := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.add(rows)
+                except BaseException as error:  # handed to the caller, who decides
+                    self.error = error
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def add(self, rows: list[FeatureRow]) -> None:
+        self._raise()
+        self.queue.put(rows)
+
+    def close(self) -> None:
+        """Write everything queued and what the last shard holds; the writer is done afterwards."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        self._raise()
+        self.writer.flush()

@@ -88,7 +88,9 @@ def _packet_times(path: Path) -> tuple[np.ndarray, float, float]:
     return order - origin, float(end - origin), rate
 
 
-def sample_with_pyav(path: Path, info: StreamInfo, count: int, size: int) -> SampledFrames:
+def sample_with_pyav(path: Path, info: StreamInfo, count: int, size: int, threads: int = 0) -> SampledFrames:
+    """`threads`: FFmpeg's decoding threads (0: one per core of the machine, too many when several decoders
+    of several processes share a node; the extract stage passes each decoder its share)."""
     width, height = resize_shape(info.width, info.height, size)
     try:
         starts, duration, rate = _packet_times(path)
@@ -102,6 +104,7 @@ def sample_with_pyav(path: Path, info: StreamInfo, count: int, size: int) -> Sam
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = max(0, threads)
             origin = None
             for packet in container.demux(stream):
                 try:
@@ -139,18 +142,20 @@ def sample_with_pyav(path: Path, info: StreamInfo, count: int, size: int) -> Sam
     )
 
 
-def sample_frames(path: Path, info: StreamInfo, count: int, size: int, decoder: str = "auto") -> SampledFrames:
-    """Sample `count` frames with the chosen decoder; "auto" tries decord, then PyAV."""
+def sample_frames(
+    path: Path, info: StreamInfo, count: int, size: int, decoder: str = "auto", threads: int = 0
+) -> SampledFrames:
+    """Sample `count` frames with the chosen decoder; "auto" tries decord, then PyAV (with `threads`)."""
     if decoder == "decord":
         return sample_with_decord(path, info, count, size)
     if decoder == "pyav":
-        return sample_with_pyav(path, info, count, size)
+        return sample_with_pyav(path, info, count, size, threads)
     if decoder != "auto":
         raise ValueError(f"unknown decoder {decoder!r} (auto, decord, pyav)")
     try:
         return sample_with_decord(path, info, count, size)
     except VideoError as decord_error:
         try:
-            return sample_with_pyav(path, info, count, size)
+            return sample_with_pyav(path, info, count, size, threads)
         except VideoError as pyav_error:
             raise VideoError("decode", f"{decord_error.reason}; {pyav_error.reason}") from None

@@ -78,6 +78,7 @@ def extract(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Decode videos, sample T frames, and store CLIP frame and audio features in HDF5 shards."""
+    from gais_pipe.extract.guard import DeviceFailure
     from gais_pipe.extract.weights import WeightsUnavailable
     from gais_pipe.extract_stage import run_extract
     from gais_pipe.workdir import WorkdirError
@@ -85,7 +86,7 @@ def extract(
     try:
         cfg = resolve_config(workdir, config, overrides)
         summary = run_extract(videos, workdir, cfg, num_shards, shard_index, console=console, show_progress=not quiet)
-    except (ConfigError, WorkdirError, WeightsUnavailable, FileNotFoundError, ValueError) as error:
+    except (ConfigError, WorkdirError, WeightsUnavailable, DeviceFailure, FileNotFoundError, ValueError) as error:
         fail(str(error))
     table = Table(title=f"extract: {videos} -> {workdir}")
     for column in ("found", "extracted", "skipped", "failed", "warnings", "videos/s"):

@@ -313,3 +313,166 @@ def test_a_corrupt_workdir_file_is_one_line_naming_it(tmp_path):
         result.output.strip()
         == f"error: {work.identity_path} line 2 column 14: not valid JSON (Expecting value); delete or restore it"
     )
+
+
+# --- the GPU path, tested on the CPU: errors of the device, precision, decode workers, the writer thread ---
+
+
+def _mapper_that(monkeypatch, fails):
+    """Make FeatureMapper raise `fails(batch sizes so far)` (an exception, or None to encode as usual)."""
+    from gais_pipe.extract.mapper import FeatureMapper
+
+    real, sizes = FeatureMapper.__call__, []
+
+    def call(self, batch):
+        sizes.append(len(batch))
+        error = fails(sizes)
+        if error is not None:
+            raise error
+        return real(self, batch)
+
+    monkeypatch.setattr(FeatureMapper, "__call__", call)
+    return sizes
+
+
+def _five_videos(folder: Path) -> Path:
+    for i in range(5):
+        make_video(folder / f"v{i}.mp4", seconds=0.5, frame_value=lambda k, i=i: 40 * i + k)
+    return folder
+
+
+def test_out_of_memory_halves_the_batch_and_loses_no_video(tmp_path, monkeypatch):
+    import torch
+
+    videos = _five_videos(tmp_path / "videos")
+    extract(videos, tmp_path / "plain")
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    sizes = _mapper_that(monkeypatch, lambda sizes: oom if sizes[-1] > 1 else None)
+    summary = extract(videos, tmp_path / "work")
+    assert (summary.extracted, summary.failed) == (5, 0)
+    assert sizes == [4, 2, 1, 1, 1, 1, 1]  # 4 -> 2 -> 1, and 1 from then on
+    plain, halved = features(tmp_path / "plain"), features(tmp_path / "work")
+    np.testing.assert_array_equal(plain["frame_features"], halved["frame_features"])
+    np.testing.assert_array_equal(plain["audio_features"], halved["audio_features"])
+
+
+def test_out_of_memory_with_one_video_stops_the_run(tmp_path, monkeypatch):
+    import torch
+
+    from gais_pipe.extract.guard import DeviceFailure
+
+    _mapper_that(monkeypatch, lambda sizes: torch.cuda.OutOfMemoryError("CUDA out of memory."))
+    with pytest.raises(DeviceFailure, match="single video"):
+        extract(_five_videos(tmp_path / "videos"), tmp_path / "work")
+    assert Workdir(tmp_path / "work").failures() == []
+
+
+def test_a_cuda_error_stops_the_run_in_one_line_keeping_what_was_encoded(tmp_path, monkeypatch):
+    """A sticky CUDA error fails every later call: one clear error, not every remaining video marked failed."""
+    from typer.testing import CliRunner
+
+    from gais_pipe.cli import app
+
+    videos = _five_videos(tmp_path / "videos")
+    error = RuntimeError("CUDA error: an illegal memory access was encountered\nCompile with TORCH_USE_CUDA_DSA")
+    _mapper_that(monkeypatch, lambda sizes: error if len(sizes) > 1 else None)
+    settings = ["--set", "runtime.decode_workers=0", "--set", "runtime.batch_videos=2", "--quiet"]
+    result = CliRunner().invoke(app, ["extract", str(videos), "-w", str(tmp_path / "work"), *settings])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "illegal memory access" in lines[0] and "run the same command again" in lines[0]
+    work = Workdir(tmp_path / "work")
+    assert work.failures() == [] and len(features(tmp_path / "work")["video_id"]) == 2  # the first batch is kept
+    monkeypatch.undo()
+    resumed = extract(videos, tmp_path / "work")
+    assert (resumed.skipped, resumed.extracted) == (2, 3)
+
+
+def test_the_precision_is_part_of_the_feature_identity(tmp_path, monkeypatch):
+    make_video(tmp_path / "v/a.mp4", seconds=0.5)
+    extract(tmp_path / "v", tmp_path / "w")
+    assert Workdir(tmp_path / "w").identity()["identity"]["precision"] == "fp32"  # the CPU computes in fp32
+    # A workdir made on the CPU is not continued at fp16 on a GPU (simulated: the CPU has no fp16 autocast).
+    monkeypatch.setattr("gais_pipe.extract_stage.effective_precision", lambda device, precision: "fp16")
+    with pytest.raises(WorkdirError, match="differing: precision"):
+        extract(tmp_path / "v", tmp_path / "w")
+
+
+def test_an_image_tower_in_half_precision_gives_the_fp32_features(tmp_path):
+    """What CUDA fp16 does (weights in the autocast dtype, autocast), run with bf16 on the CPU."""
+    import torch
+
+    from gais_pipe.extract.clip_model import image_tower_in, load_clip
+    from gais_pipe.extract.mapper import FeatureMapper
+
+    clip = load_clip({"model": "gais-tiny-vit", "pretrained": "random"}, tmp_path)
+    pixels = np.random.default_rng(0).integers(0, 256, (6, clip.image_size, clip.image_size, 3), dtype=np.uint8)
+    full = FeatureMapper(clip, None, torch.device("cpu"), None, 0.5).encode_images(pixels).astype(np.float32)
+    image_tower_in(clip, torch.bfloat16)
+    assert next(clip.model.visual.parameters()).dtype == torch.bfloat16
+    half = FeatureMapper(clip, None, torch.device("cpu"), torch.bfloat16, 0.5).encode_images(pixels)
+    cosine = (full * half).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(half.astype(np.float32), axis=1)
+    assert cosine.min() > 0.99
+
+
+@pytest.mark.slow
+def test_forkserver_decode_workers_decode_the_same_and_survive_a_crash(tmp_path):
+    from crashing import CrashOnSound
+
+    from gais_pipe.extract.discover import discover
+    from gais_pipe.extract.reader import DecodeSpec, decoded_stream
+
+    for i in range(4):
+        make_video(tmp_path / f"v/{i}.mp4", seconds=0.5, acodec=None, frame_value=lambda k, i=i: 50 * i)
+    make_video(tmp_path / "v/2 sound.mp4", seconds=0.5)
+    refs, _ = discover(tmp_path / "v")
+    spec = DecodeSpec(4, 32, 16000, "auto", CrashOnSound(), threads=1)
+    inline = list(decoded_stream([r for r in refs if "sound" not in r.id], spec, 0, 1))
+    served = list(decoded_stream(refs, spec, workers=2, prefetch=1, start_method="forkserver"))
+    assert [item.ref.id if hasattr(item, "ref") else item.id for item in served] == [r.id for r in refs]
+    crashed = [item for item in served if not hasattr(item, "ref")]
+    assert [(p.id, "crashed" in p.reason) for p in crashed] == [("2 sound.mp4", True)]
+    for a, b in zip(inline, (item for item in served if hasattr(item, "ref"))):
+        np.testing.assert_array_equal(a.frames.pixels, b.frames.pixels)
+
+
+def test_decoders_and_encoders_share_this_process_cores(monkeypatch):
+    from gais_pipe import extract_stage
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
+    runtime = {"decode_workers": 16, "prefetch": 0, "batch_videos": 16}
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun, 4 ranks on this node: 8 cores each
+    assert extract_stage.available_cores() == 8
+    assert extract_stage.decode_parallelism(runtime)[0] == 8
+    assert extract_stage.decoder_threads(4) == 2 and extract_stage.decoder_threads(0) == 8
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert extract_stage.decode_parallelism(runtime)[0] == 16 and extract_stage.decoder_threads(16) == 2
+
+
+def test_the_writer_thread_keeps_order_and_reports_its_errors(tmp_path):
+    from gais_pipe.extract.shards import BackgroundWriter
+
+    class Collect:
+        def __init__(self):
+            self.rows, self.flushed = [], False
+
+        def add(self, rows):
+            if rows == ["bad"]:
+                raise OSError("No space left on device")
+            self.rows.extend(rows)
+
+        def flush(self):
+            self.flushed = True
+
+    inner = Collect()
+    writer = BackgroundWriter(inner)
+    for i in range(50):
+        writer.add([i])
+    writer.close()
+    assert inner.rows == list(range(50)) and inner.flushed
+    writer = BackgroundWriter(Collect())
+    writer.add(["bad"])
+    with pytest.raises(OSError, match="No space"):
+        for i in range(50):  # raised in a later add, or at the latest in close
+            writer.add([i])
+        writer.close()

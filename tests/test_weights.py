@@ -1,5 +1,6 @@
 """Weights: local checkpoint files, random initialisations saved once, Whisper folders, clear errors."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,19 @@ def test_weights_come_from_the_hf_cache_when_offline(tmp_path, monkeypatch, tiny
     _put_in_hf_cache(cache, "example/whisper-tiny", {p.name: p for p in tiny_whisper.iterdir() if p.is_file()})
     encoder = WhisperEncoder({"model": "example/whisper-tiny"}, torch.device("cpu"), None, batch=2)
     assert encoder.identity["sha256"] == sha256_file(tiny_whisper / "model.safetensors")
+
+
+def test_an_fp16_whisper_checkpoint_runs_in_fp32_on_the_cpu(tmp_path, tiny_whisper):
+    """Checkpoints on the hub are often fp16; precision = fp32 (and the CPU) must still compute in fp32."""
+    from transformers import WhisperModel
+
+    half = tmp_path / "whisper-fp16"
+    WhisperModel.from_pretrained(tiny_whisper, dtype=torch.float32).half().save_pretrained(half)
+    shutil.copy(tiny_whisper / "preprocessor_config.json", half)
+    encoder = WhisperEncoder({"model": str(half)}, torch.device("cpu"), None, batch=2)
+    assert next(encoder.encoder.parameters()).dtype == torch.float32
+    sound = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1
+    (out,) = encoder.encode([encoder.frontend(sound)])
+    assert out.dtype == np.float32 and out.shape == (50, 32) and np.isfinite(out).all()
+    full = WhisperEncoder({"model": str(tiny_whisper)}, torch.device("cpu"), None, batch=2)
+    np.testing.assert_allclose(out, full.encode([full.frontend(sound)])[0], atol=0.05)  # fp16 rounding only
