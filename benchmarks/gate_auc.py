@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gais_pipe.eval_stage import load_head
-from gais_pipe.extract.workdir import Workdir
+from gais_pipe.retrieval.checkpoints import load_head
 from gais_pipe.retrieval.data import caption_splits
 from gais_pipe.retrieval.text_features import TextEncoder
+from gais_pipe.workdir import Workdir
 
 
 def sound_labels(fact: dict) -> tuple[str, bool]:
