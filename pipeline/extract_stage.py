@@ -48,11 +48,19 @@ class ExtractSummary:
         return self.extracted / self.seconds if self.seconds > 0 else 0.0
 
 
+# [features] keys added after workdirs existed: at these values they leave the hash alone, so that the
+# workdirs, checkpoints and indexes made before the key existed keep their identity.
+HASH_NEUTRAL = {("audio", "pool"): "mean"}
+
+
 def feature_record(config: Config, clip, audio_encoder) -> dict:
     """What the features mean, and a hash of it. Paths are left out: moving a checkpoint changes nothing."""
     features = copy_config(config["features"])
     features["clip"].pop("pretrained", None)
     features["audio"].pop("model", None)
+    for (section, key), neutral in HASH_NEUTRAL.items():
+        if features.get(section, {}).get(key) == neutral:
+            del features[section][key]
     identity = {
         "features": features,
         "clip_sha256": clip.identity["sha256"],
