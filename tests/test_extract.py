@@ -1,5 +1,6 @@
 """The extract stage end to end on generated and real media: what is stored, and what survives."""
 
+import copy
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -15,8 +17,10 @@ import pytest
 from conftest import OPENCV_DATA, extract, features
 from media import make_audio_only, make_video, silence, tone
 
+from gais_pipe.config import load_config
 from gais_pipe.extract.shards import read_attrs
 from gais_pipe.extract.workdir import Workdir, WorkdirError
+from gais_pipe.extract_stage import feature_record
 
 
 def write_broken_inputs(folder: Path) -> dict[str, str]:
@@ -69,8 +73,9 @@ def test_mixed_collection_keeps_every_good_video_and_names_every_bad_one(tmp_pat
 
     stored = features(tmp_path / "work")
     assert sorted(stored["video_id"]) == sorted(good)
-    assert stored["frame_features"].shape == (len(good), 12, 64) and stored["frame_features"].dtype == np.float16
-    assert stored["audio_features"].shape == (len(good), 12, 64) and stored["audio_features"].dtype == np.float16
+    # tiny: 128-d frames; audio 64 mel bands pooled as mean and std per segment
+    assert stored["frame_features"].shape == (len(good), 12, 128) and stored["frame_features"].dtype == np.float16
+    assert stored["audio_features"].shape == (len(good), 12, 128) and stored["audio_features"].dtype == np.float16
     assert np.isfinite(stored["frame_features"].astype(np.float32)).all()
     for i, video_id in enumerate(stored["video_id"]):
         assert stored["has_audio_stream"][i] == good[video_id]
@@ -133,6 +138,18 @@ def test_a_different_config_in_the_same_workdir_is_refused_by_name(tmp_path):
         extract(tmp_path / "v", tmp_path / "w", "features.clip.seed=1")
     # Runtime settings are not part of the features: changing them is fine.
     assert extract(tmp_path / "v", tmp_path / "w", "runtime.batch_videos=1").skipped == 1
+
+
+def test_a_mean_audio_pool_leaves_the_feature_hash_of_older_workdirs_as_it_was():
+    """features.audio.pool came after workdirs existed: at "mean" it must not change their identity."""
+    clip = SimpleNamespace(identity={"sha256": "c"}, embed_dim=512, image_size=224)
+    audio = SimpleNamespace(identity={"sha256": "a"}, dim=512)
+    paper = load_config("paper")
+    before = copy.deepcopy(paper)
+    del before["features"]["audio"]["pool"]  # a config from before the key existed
+    assert feature_record(paper, clip, audio)["feature_hash"] == feature_record(before, clip, audio)["feature_hash"]
+    paper["features"]["audio"]["pool"] = "mean+std"
+    assert feature_record(paper, clip, audio)["feature_hash"] != feature_record(before, clip, audio)["feature_hash"]
 
 
 def test_two_runs_on_one_workdir_are_refused_by_a_lock(tmp_path):
