@@ -36,16 +36,22 @@ class LogMelFrontend:
 
 
 class LogMelEncoder:
-    """Weight-free: the log-mel frames are the features. For tests and offline use."""
+    """Weight-free: the log-mel frames are the features. For tests and offline use.
+
+    `dim` (like every encoder's) is the width after pooling into segments: n_mels, or twice that
+    with pool "mean+std".
+    """
 
     name = "logmel"
 
     def __init__(self, audio_cfg: dict):
         self.sample_rate = int(audio_cfg["sample_rate"])
         hop = int(audio_cfg.get("hop", 160))
-        self.dim = int(audio_cfg.get("n_mels", 64))
+        n_mels = int(audio_cfg.get("n_mels", 64))
+        self.pool = check_pool(audio_cfg.get("pool", "mean"))
+        self.dim = pooled_width(n_mels, self.pool)
         self.frame_rate = self.sample_rate / hop
-        self.frontend = LogMelFrontend(self.sample_rate, self.dim, int(audio_cfg.get("n_fft", 400)), hop)
+        self.frontend = LogMelFrontend(self.sample_rate, n_mels, int(audio_cfg.get("n_fft", 400)), hop)
         self.identity = {"encoder": "logmel", "sha256": None}
 
     def frame_times(self, count: int) -> np.ndarray:
@@ -119,7 +125,8 @@ class WhisperEncoder:
         self.encoder = model.get_encoder().eval().requires_grad_(False).to(device, torch.float32)
         self.device, self.precision, self.batch = device, precision, batch
         self.sample_rate = extractor.sampling_rate
-        self.dim = model.config.d_model
+        self.pool = check_pool(audio_cfg.get("pool", "mean"))
+        self.dim = pooled_width(model.config.d_model, self.pool)  # after pooling into segments
         self.frame_rate = self.sample_rate / WHISPER_SAMPLES_PER_FRAME
         self.frontend = WhisperFrontend(extractor)
         self.identity = {
@@ -160,8 +167,22 @@ def make_audio_encoder(audio_cfg: dict, device: torch.device, precision: torch.d
 
 @dataclass
 class PooledAudio:
-    features: np.ndarray  # [T, D] mean of the encoder frames inside each segment
+    features: np.ndarray  # [T, D] (pool "mean") or [T, 2D] (pool "mean+std") of the encoder frames per segment
     mask: np.ndarray  # [T] True where the segment holds enough real audio
+
+
+POOLS = ("mean", "mean+std")
+
+
+def check_pool(pool: str) -> str:
+    if pool not in POOLS:
+        raise ValueError(f"unknown features.audio.pool {pool!r} ({', '.join(POOLS)})")
+    return pool
+
+
+def pooled_width(width: int, pool: str) -> int:
+    """Width of a pooled segment vector: the encoder's width, twice that with the std beside the mean."""
+    return width * (2 if check_pool(pool) == "mean+std" else 1)
 
 
 def pool_segments(
@@ -170,14 +191,17 @@ def pool_segments(
     covered: list[tuple[float, float]],
     bounds: np.ndarray,
     min_coverage: float,
+    pool: str = "mean",
 ) -> PooledAudio:
-    """Average the encoder frames whose centre lies in each frame's segment, on the video's clock.
+    """Pool the encoder frames whose centre lies in each frame's segment, on the video's clock.
 
     A segment counts as heard only if real audio covers at least `min_coverage` of it; frames
-    that fall in a gap (lost packets, audio that ends early) never enter the average.
+    that fall in a gap (lost packets, audio that ends early) never enter the pool. "mean+std" adds
+    the standard deviation over the segment's frames after the mean: a mean alone cannot tell a
+    steady hum from beeps or bursts of the same average spectrum.
     """
     count, dim = len(bounds), features.shape[1]
-    pooled = np.zeros((count, dim), np.float32)
+    pooled = np.zeros((count, pooled_width(dim, pool)), np.float32)
     mask = np.zeros(count, bool)
     spans = np.asarray(covered, np.float64).reshape(-1, 2)
     in_span = ((times[:, None] >= spans[None, :, 0]) & (times[:, None] < spans[None, :, 1])).any(axis=1)
@@ -186,13 +210,14 @@ def pool_segments(
         if end <= start or overlap / (end - start) < min_coverage:
             continue
         inside = in_span & (times >= start) & (times < end)
-        if not inside.any():  # segment shorter than one encoder frame: take the nearest real frame
+        if not inside.any():  # segment shorter than one encoder frame: take the nearest real frame (std 0)
             candidates = np.flatnonzero(in_span)
             if len(candidates) == 0:
                 continue
-            inside = candidates[np.argmin(np.abs(times[candidates] - (start + end) / 2))]
-            pooled[f] = features[inside]
-        else:
-            pooled[f] = features[inside].mean(axis=0)
+            inside = candidates[[np.argmin(np.abs(times[candidates] - (start + end) / 2))]]
+        chosen = features[inside]
+        pooled[f, :dim] = chosen.mean(axis=0)
+        if pool == "mean+std":
+            pooled[f, dim:] = chosen.std(axis=0)
         mask[f] = True
     return PooledAudio(pooled, mask)

@@ -22,7 +22,7 @@ from .sampling import segment_bounds
 class FeatureRow:
     video_id: str
     frame_features: np.ndarray  # [T, D] float16
-    audio_features: np.ndarray  # [T, Da] float16
+    audio_features: np.ndarray  # [T, Da] float16 (Da: the encoder's width after pooling, see audio_encoders)
     audio_mask: np.ndarray  # [T] bool
     frame_times: np.ndarray  # [T] float32 seconds
     duration: float
@@ -95,6 +95,7 @@ class FeatureMapper:
                     sound.covered,
                     segment_bounds(video.frames.duration, count),
                     self.min_coverage,
+                    self.audio_encoder.pool,
                 )
                 audio, mask = pooled.features.astype(np.float16), pooled.mask
             rows.append(

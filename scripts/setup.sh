@@ -5,9 +5,19 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # Real test clips (Megamind.avi with a bad AC3 packet, vtest.avi without sound): Debian's opencv-doc.
 # Optional: the tests that need them skip where they are missing.
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ ! -e /usr/share/doc/opencv-doc/examples/data/Megamind.avi ]; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends opencv-doc >/dev/null) \
-    || echo "setup: opencv-doc not installed; tests that use its clips will skip" >&2
+# espeak-ng: make-synthetic's spoken-word videos (without it the collection has tones only and the
+# word tests skip). Optional too.
+APT_PACKAGES=()
+[ -e /usr/share/doc/opencv-doc/examples/data/Megamind.avi ] || APT_PACKAGES+=(opencv-doc)
+command -v espeak-ng >/dev/null || APT_PACKAGES+=(espeak-ng)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ ${#APT_PACKAGES[@]} -gt 0 ]; then
+  apt-get update -qq || true
+  for package in "${APT_PACKAGES[@]}"; do  # one at a time: one missing package does not block the other
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null \
+      || echo "setup: $package not installed; the tests that need it will skip" >&2
+  done
+elif [ ${#APT_PACKAGES[@]} -gt 0 ]; then
+  echo "setup: not installed (needs root and apt-get): ${APT_PACKAGES[*]}; the tests that need them will skip" >&2
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true

@@ -50,6 +50,7 @@ def test_named_configs_state_only_their_differences_and_resolve_fully():
         "features.clip.pretrained",
         "features.audio.encoder",
         "features.audio.model",
+        "features.audio.pool",
         "runtime.batch_videos",
         "runtime.decode_workers",
         "runtime.shard_videos",

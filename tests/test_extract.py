@@ -69,8 +69,9 @@ def test_mixed_collection_keeps_every_good_video_and_names_every_bad_one(tmp_pat
 
     stored = features(tmp_path / "work")
     assert sorted(stored["video_id"]) == sorted(good)
-    assert stored["frame_features"].shape == (len(good), 12, 64) and stored["frame_features"].dtype == np.float16
-    assert stored["audio_features"].shape == (len(good), 12, 64) and stored["audio_features"].dtype == np.float16
+    # tiny: 128-d frames; audio 64 mel bands pooled as mean and std per segment
+    assert stored["frame_features"].shape == (len(good), 12, 128) and stored["frame_features"].dtype == np.float16
+    assert stored["audio_features"].shape == (len(good), 12, 128) and stored["audio_features"].dtype == np.float16
     assert np.isfinite(stored["frame_features"].astype(np.float32)).all()
     for i, video_id in enumerate(stored["video_id"]):
         assert stored["has_audio_stream"][i] == good[video_id]

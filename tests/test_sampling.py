@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from gais_pipe.extract.audio_encoders import pool_segments
 from gais_pipe.extract.sampling import centre_crop, frames_at, resize_shape, segment_bounds, segment_centres
@@ -41,3 +42,17 @@ def test_pooling_a_segment_shorter_than_an_encoder_frame_takes_the_nearest():
     pooled = pool_segments(features, times, [(0.0, 0.04)], segment_bounds(0.04, 8), 0.5)
     assert pooled.mask.all()
     assert pooled.features[:, 0].tolist() == [1, 1, 1, 1, 2, 2, 2, 2]
+
+
+def test_mean_and_std_pooling_puts_the_spread_beside_the_mean():
+    times = np.arange(200) / 100 + 0.005  # 2 s of frames at 100 per second
+    steady = np.ones((200, 1))
+    beeping = ((times * 10) % 1 < 0.5).astype(float)[:, None]  # on and off five times a segment
+    features = np.concatenate([steady, beeping], axis=1)
+    pooled = pool_segments(features, times, [(0.0, 2.0)], segment_bounds(2.0, 2), 0.5, pool="mean+std")
+    assert pooled.features.shape == (2, 4) and pooled.mask.all()
+    np.testing.assert_allclose(pooled.features[0], [1.0, 0.5, 0.0, 0.5], atol=0.01)  # same mean, other std
+    nearest = pool_segments(features[:2], times[:2], [(0.0, 0.02)], segment_bounds(0.02, 4), 0.5, pool="mean+std")
+    assert nearest.mask.all() and not nearest.features[:, 2:].any()  # one frame has no spread
+    with pytest.raises(ValueError, match="pool"):
+        pool_segments(features, times, [(0.0, 2.0)], segment_bounds(2.0, 2), 0.5, pool="max")

@@ -7,7 +7,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from conftest import extract, features
+from conftest import extract, features, tiny
 from media import make_video, tone
 
 from gais_pipe.extract.audio_encoders import WhisperEncoder, make_audio_encoder
@@ -21,7 +21,8 @@ from gais_pipe.workdir.hashing import sha256_file
 def test_open_clip_weights_from_a_local_checkpoint_file(tmp_path, suffix):
     register_bundled_architectures()
     torch.manual_seed(123)
-    model = open_clip.create_model("gais-tiny-vit").eval()
+    name = tiny()["features"]["clip"]["model"]
+    model = open_clip.create_model(name).eval()
     checkpoint = tmp_path / f"mine{suffix}"
     if suffix == ".pt":
         torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, checkpoint)
@@ -35,9 +36,9 @@ def test_open_clip_weights_from_a_local_checkpoint_file(tmp_path, suffix):
     record = Workdir(tmp_path / "w").identity()
     assert record["clip"]["sha256"] == sha256_file(checkpoint) and record["clip"]["file"] == str(checkpoint)
     stored = features(tmp_path / "w")["frame_features"][0].astype(np.float32)
-    loaded = load_clip({"model": "gais-tiny-vit", "pretrained": str(checkpoint)}, tmp_path / "m")
+    loaded = load_clip({"model": name, "pretrained": str(checkpoint)}, tmp_path / "m")
     with torch.no_grad():  # a flat grey frame of 128 through the same weights by hand
-        pixels = torch.full((1, 3, 64, 64), 128 / 255.0)
+        pixels = torch.full((1, 3, loaded.image_size, loaded.image_size), 128 / 255.0)
         mean, std = torch.tensor(loaded.mean).view(1, 3, 1, 1), torch.tensor(loaded.std).view(1, 3, 1, 1)
         expected = model.encode_image((pixels - mean) / std)[0].numpy()
     np.testing.assert_allclose(stored[0], expected, rtol=0.02, atol=0.02)
@@ -124,6 +125,7 @@ def test_extract_with_whisper_audio(tmp_path, tiny_whisper):
         tmp_path / "w",
         "features.audio.encoder='whisper'",
         f"features.audio.model='{tiny_whisper}'",
+        "features.audio.pool='mean'",  # as in the paper config (tiny pools mean and std)
     )
     stored = features(tmp_path / "w")
     assert stored["audio_features"].shape == (2, 12, 32)
