@@ -33,9 +33,9 @@ import torch
 from rich.console import Console
 
 from gais_pipe.config import load_config
-from gais_pipe.extract.workdir import Workdir, read_features
 from gais_pipe.extract_stage import run_extract
 from gais_pipe.synthetic import make_synthetic
+from gais_pipe.workdir import Workdir, read_features
 
 VISUAL = ("colour", "shape", "motion", "background")
 
