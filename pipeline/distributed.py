@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -151,15 +152,19 @@ def cores_per_process(env: Mapping[str, str], affinity: int) -> int:
     return max(1, affinity // ranks)
 
 
-def init_distributed(name: str = "auto", env: Mapping[str, str] | None = None) -> torch.device:
+def init_distributed(
+    name: str = "auto", env: Mapping[str, str] | None = None, timeout_minutes: float | None = None
+) -> torch.device:
     """This process's device, bound (`resolve_device`), and, when a launcher started several processes
-    (WORLD_SIZE > 1), the process group: NCCL with `device_id` on CUDA, so the communicator is created on this
-    process's GPU at once (no guessing, no "duplicate GPU"), gloo on the CPU. Idempotent."""
+        (WORLD_SIZE > 1), the process group: NCCL with `device_id` on CUDA, so the communicator is created on this
+        process's GPU at once (no guessing, no "duplicate GPU"), gloo on the CPU. Idempotent. `timeout_minutes`
+    bounds every collective: a rank that waits while rank 0 validates must not hit NCCL's 10-minute default."""
     env = os.environ if env is None else env
     device = resolve_device(name, env)
     world = int(env.get("WORLD_SIZE") or 1)
     if world > 1 and not dist.is_initialized():
         rank = int(env.get("RANK") or 0)
+        extra = {} if timeout_minutes is None else {"timeout": timedelta(minutes=float(timeout_minutes))}
         if device.type == "cuda":
             gpus, per_node = visible_gpus(), ranks_per_node(env)
             if per_node > gpus:
@@ -167,9 +172,9 @@ def init_distributed(name: str = "auto", env: Mapping[str, str] | None = None) -
                     f"{per_node} processes per node share {gpus} visible GPU(s): NCCL needs a GPU of its own for "
                     "each (start at most as many processes per node as GPUs)"
                 )
-            dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device)
+            dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device, **extra)
         else:
-            dist.init_process_group("gloo", rank=rank, world_size=world)
+            dist.init_process_group("gloo", rank=rank, world_size=world, **extra)
     return device
 
 
@@ -180,11 +185,13 @@ def destroy_distributed() -> None:
 
 
 @contextlib.contextmanager
-def distributed(name: str = "auto", env: Mapping[str, str] | None = None) -> Iterator[torch.device]:
+def distributed(
+    name: str = "auto", env: Mapping[str, str] | None = None, timeout_minutes: float | None = None
+) -> Iterator[torch.device]:
     """`with distributed(config["runtime"]["device"]) as device:` init_distributed, then destroy_distributed on
     the way out, error or not; a group that existed before (a test's, a caller's) is left alone."""
     existed = dist.is_available() and dist.is_initialized()
-    device = init_distributed(name, env)
+    device = init_distributed(name, env, timeout_minutes)
     try:
         yield device
     finally:

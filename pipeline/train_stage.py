@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gais_pipe.config import Config, short_hash
-from gais_pipe.distributed import resolve_device
+from gais_pipe.distributed import destroy_distributed, init_distributed
 from gais_pipe.retrieval.checkpoints import load_training_state, save_checkpoint, save_training_state
 from gais_pipe.retrieval.data import Split, caption_splits, epoch_batches, variance_texts
 from gais_pipe.retrieval.evaluate import evaluate
@@ -54,16 +54,33 @@ def _gather_rows(blocks: list[torch.Tensor], world: int) -> list[torch.Tensor]:
     return list(torch.split(gathered, widths, dim=1))
 
 
+def batch_noise(model: GAISHead, size: int, seed: int, epoch: int, step: int) -> torch.Tensor | None:
+    """The perturbation's standard normal draw for a whole global batch, [size, size, D], the same on every
+    rank (each takes its rows): per-rank seeds would tile one draw N times, or differ from one process."""
+    if not model.perturbing():
+        return None
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, step, 2]).generate_state(1)[0]))
+    return torch.randn(size, size, model.dim, generator=generator)
+
+
 def batch_loss(
-    model, texts: torch.Tensor, videos: VideoBatch, config: Config, rank: int = 0, world: int = 1
+    model,
+    texts: torch.Tensor,
+    videos: VideoBatch,
+    config: Config,
+    rank: int = 0,
+    world: int = 1,
+    eps: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """The loss of one global batch (text i describes video i); this process computes its rows."""
+    """The loss of one global batch (text i describes video i); this process computes its rows. `eps` is
+    the global batch's perturbation draw (`batch_noise`), of which this process uses its rows."""
     loss_cfg = config["loss"]
     size = len(texts)
     lo, hi = rank * size // world, (rank + 1) * size // world
     positives = torch.arange(lo, hi, device=texts.device)
     support = bool(loss_cfg["support_weight"])
-    out = model(texts[lo:hi], videos, positives=positives if support else None)
+    rows = None if eps is None else eps[lo:hi]
+    out = model(texts[lo:hi], videos, positives=positives if support else None, eps=rows)
     blocks = [out.full, out.stage1]
     prior = bool(loss_cfg["radius_prior"]) and out.radius is not None
     if prior:
@@ -181,10 +198,8 @@ def set_up_or_resume(
 ) -> Session:
     """Splits, heads (inputs standardised on the train split), schedule, optimiser; or the saved state."""
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    device = resolve_device(config["runtime"]["device"])
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     train_cfg, work = config["train"], Workdir(workdir)
+    device = init_distributed(config["runtime"]["device"], timeout_minutes=float(train_cfg["dist_timeout_minutes"]))
     record = work.identity()
     if record is None:
         raise WorkdirError(f"{workdir}: no features yet; run `gais-pipe extract` first")
@@ -218,12 +233,15 @@ def set_up_or_resume(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         session.start_epoch, session.best, session.history = state["epoch"] + 1, state["best"], state["history"]
         if rank == 0:
             console.print(f"resuming {run_dir.name} after epoch {state['epoch'] + 1}", highlight=False)
     if world > 1:  # same start everywhere, whatever each process's RNG did
         for tensor in [*model.parameters(), *model.buffers()]:
             dist.broadcast(tensor.data, src=0)
+        torch.manual_seed(seed + 1000 * rank + session.start_epoch)  # each rank its own dropout masks
     if rank == 0:
         console.print(schedule.describe(len(train.video_ids), len(val.video_ids), len(val)), highlight=False)
     return session
@@ -236,7 +254,7 @@ def train_epoch(session: Session, epoch: int, on_step) -> dict:
     sampler = np.random.default_rng([seed, epoch, 1])  # the variance sample: reproducible on resume
     model.train()
     losses, seen, started = [], 0, time.perf_counter()
-    for captions_idx in epoch_batches(train, session.schedule.batch_size, seed, epoch, session.world):
+    for step, captions_idx in enumerate(epoch_batches(train, session.schedule.batch_size, seed, epoch, session.world)):
         videos = train.videos.take(train.caption_video[captions_idx]).to(device)
         texts = train.text_features[captions_idx].to(device).float()
         if model.perturbation == "svsp":
@@ -244,7 +262,8 @@ def train_epoch(session: Session, epoch: int, on_step) -> dict:
             with torch.no_grad():
                 model.update_text_variance(model.encode_text(siblings.to(device).float()), groups.to(device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _ = batch_loss(model, texts, videos, session.config, session.rank, session.world)
+            eps = batch_noise(model, len(captions_idx), seed, epoch, step)
+            loss, _ = batch_loss(model, texts, videos, session.config, session.rank, session.world, eps)
         session.optimizer.zero_grad(set_to_none=False)
         loss.backward()
         average_gradients(model, session.world)
@@ -287,6 +306,7 @@ def validate_and_keep(session: Session, epoch: int, entry: dict, console: Consol
         "optimizer": session.optimizer.state_dict(),
         "scheduler": session.scheduler.state_dict(),
         "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if session.device.type == "cuda" else None,
         "epoch": epoch,
         "best": session.best,
         "history": session.history,
@@ -328,6 +348,15 @@ def run_train(
     show_progress: bool = True,
 ) -> TrainResult:
     console = console or Console(stderr=True)
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    try:
+        return _train(workdir, captions_path, config, dataset, allow_missing, run_name, console, show_progress)
+    finally:
+        if owns_group:  # a process group this run made is left before the process exits
+            destroy_distributed()
+
+
+def _train(workdir, captions_path, config, dataset, allow_missing, run_name, console, show_progress) -> TrainResult:
     session = set_up_or_resume(workdir, captions_path, config, dataset, allow_missing, run_name, console)
     schedule = session.schedule
     progress = Progress(

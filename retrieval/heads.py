@@ -333,14 +333,20 @@ class GAISHead(nn.Module):
         return self.training and self.perturbation != "none"
 
     def perturb(
-        self, text: torch.Tensor, frame_text_cos: torch.Tensor, radius: torch.Tensor | None = None
+        self,
+        text: torch.Tensor,
+        frame_text_cos: torch.Tensor,
+        radius: torch.Tensor | None = None,
+        eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """t~ for every (text, video) pair, [N, M, D]; t itself outside training or with `none`."""
+        """t~ for every (text, video) pair, [N, M, D]; t itself outside training or with `none`. `eps`
+        (standard normal, [N, M, D]) is the caller's when the noise must not depend on this process's
+        RNG: data-parallel ranks take their rows of one draw for the global batch."""
         n, m = frame_text_cos.shape[:2]
         if not self.perturbing():
             return text.unsqueeze(1).expand(n, m, -1)
         radius = self.pair_radius(frame_text_cos) if radius is None else radius
-        return F.normalize(text, dim=-1).unsqueeze(1) + self.noise(radius, n, m)
+        return F.normalize(text, dim=-1).unsqueeze(1) + self.noise(radius, n, m, eps)
 
     def pair_radius(self, frame_text_cos: torch.Tensor) -> torch.Tensor:
         """r = exp(w_r . c + b_r): one radius per (text, video) pair, [N, M, 1]."""
@@ -354,9 +360,9 @@ class GAISHead(nn.Module):
         sigma = self.text_variance.clamp_min(1e-12).sqrt()
         return sigma / sigma.pow(2).mean().sqrt()
 
-    def noise(self, radius: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    def noise(self, radius: torch.Tensor, n: int, m: int, eps: torch.Tensor | None = None) -> torch.Tensor:
         """r * (s * eps) / sqrt(D): E||noise||^2 = r^2 whatever D and the shape are."""
-        eps = torch.randn(n, m, self.dim, device=radius.device)
+        eps = torch.randn(n, m, self.dim, device=radius.device) if eps is None else eps.to(radius.device)
         return radius * self.noise_shape() * eps / math.sqrt(self.dim)
 
     # --- scores -------------------------------------------------------------------------
@@ -366,21 +372,24 @@ class GAISHead(nn.Module):
         videos: VideoBatch | VideoState,
         with_stage1: bool = True,
         positives: torch.Tensor | None = None,
+        eps: torch.Tensor | None = None,
     ) -> Scores:
         """Every text against every video: the full GAIS score, the stage-1 score, and what pooling saw.
 
         Everything a loss needs from the parameters is computed here (DDP syncs gradients of what
         forward uses): the logit scale, the perturbation radius of every pair (training only), and
         with `positives` (the column of each text's own video) that of the positive pairs, for the
-        support-text term.
+        support-text term. The scores are computed in fp32 whatever autocast does: at a logit scale of
+        100, bf16's steps (0.25-0.5 after scaling) would swamp the differences the loss ranks.
         """
         adapted = self.encode_text(text)
         videos = self.prepare(videos)
         pooled = self.pool(adapted, videos)
         radius = self.pair_radius(pooled.frame_text_cos) if self.perturbing() else None
-        query = self.perturb(adapted, pooled.frame_text_cos, radius)
-        full = F.cosine_similarity(query, pooled.video, dim=-1)
-        stage1 = F.normalize(adapted, dim=-1) @ self.stage1(videos).T if with_stage1 else None
+        query = self.perturb(adapted, pooled.frame_text_cos, radius, eps)
+        with torch.autocast(query.device.type, enabled=False):
+            full = F.cosine_similarity(query.float(), pooled.video.float(), dim=-1)
+            stage1 = F.normalize(adapted.float(), dim=-1) @ self.stage1(videos).float().T if with_stage1 else None
         positive = None
         if positives is not None:
             positive = self.pair_radius(pooled.frame_text_cos[torch.arange(len(text)), positives])

@@ -271,10 +271,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _tiny_problem():
+def _tiny_problem(perturbation: str = "none"):
     from gais_pipe.retrieval.heads import GAISHead
 
-    cfg = load_config("tiny", ["model.dropout=0.0", "model.perturbation='none'", "loss.support_weight=0.5"])
+    cfg = load_config("tiny", ["model.dropout=0.0", f"model.perturbation='{perturbation}'", "loss.support_weight=0.5"])
     torch.manual_seed(0)
     model = GAISHead(16, 8, 5, cfg["model"])
     with torch.no_grad():
@@ -289,15 +289,16 @@ def _tiny_problem():
     return cfg, model, torch.randn(8, 16, generator=g), videos
 
 
-def _ddp_gradients(rank: int, port: int, out: str) -> None:
+def _ddp_gradients(rank: int, port: int, out: str, perturbation: str) -> None:
     import torch.distributed as dist
 
-    from gais_pipe.train_stage import average_gradients, batch_loss
+    from gais_pipe.train_stage import average_gradients, batch_loss, batch_noise
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    cfg, model, texts, videos = _tiny_problem()
-    loss, _ = batch_loss(model, texts, videos, cfg, rank, 2)
+    torch.manual_seed(100 + rank)  # ranks' own RNGs differ, as they do under torchrun
+    cfg, model, texts, videos = _tiny_problem(perturbation)
+    loss, _ = batch_loss(model, texts, videos, cfg, rank, 2, batch_noise(model, len(texts), 0, 3, 7))
     loss.backward()
     average_gradients(model, 2)
     if rank == 0:
@@ -305,14 +306,21 @@ def _ddp_gradients(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def test_two_gloo_processes_give_the_gradients_of_one_process_with_the_same_global_batch(tmp_path):
-    from gais_pipe.train_stage import batch_loss
+@pytest.mark.parametrize("perturbation", ["none", "svsp"])
+def test_two_gloo_processes_give_the_gradients_of_one_process_with_the_same_global_batch(tmp_path, perturbation):
+    """With the perturbation on too: each rank perturbs its rows with its rows of one draw for the global
+    batch, so two processes see exactly the noise that one process sees (not one draw tiled twice)."""
+    from gais_pipe.train_stage import batch_loss, batch_noise
 
-    cfg, model, texts, videos = _tiny_problem()
-    loss, _ = batch_loss(model, texts, videos, cfg)
+    cfg, model, texts, videos = _tiny_problem(perturbation)
+    eps = batch_noise(model, len(texts), 0, 3, 7)
+    assert (eps is None) == (perturbation == "none")
+    if eps is not None:
+        assert not torch.allclose(eps[:4], eps[4:])  # the two ranks' rows are different noise
+    loss, _ = batch_loss(model, texts, videos, cfg, eps=eps)
     loss.backward()
     out = str(tmp_path / "grads.pt")
-    torch.multiprocessing.spawn(_ddp_gradients, args=(_free_port(), out), nprocs=2)
+    torch.multiprocessing.spawn(_ddp_gradients, args=(_free_port(), out, perturbation), nprocs=2)
     ddp = torch.load(out, weights_only=True)
     torch.testing.assert_close(ddp["loss"], loss.detach())
     for name, parameter in model.named_parameters():
@@ -434,3 +442,16 @@ def test_default_training_retrieves_generated_videos_and_its_gate_listens(media)
     facts = {f["video"]: f for f in json.loads((root / "data/videos.json").read_text())}
     gates = gate_report(model, test, {video: facts[video] for video in test.video_ids})
     assert gates["named_mean"] > gates["noise_mean"] + 0.1, gates
+
+
+def test_scores_stay_fp32_under_bf16_autocast():
+    """At a logit scale of 100, bf16 scores move in steps of 0.25-0.5: the products and the loss run in fp32."""
+    from gais_pipe.train_stage import batch_loss
+
+    cfg, model, texts, videos = _tiny_problem()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(texts, videos)
+        loss, _ = batch_loss(model, texts, videos, cfg)
+    assert out.full.dtype == out.stage1.dtype == loss.dtype == torch.float32
+    exact = model(texts, videos).full
+    torch.testing.assert_close(out.full, exact, atol=0.05, rtol=0)  # bf16 inside pooling, fp32 products
