@@ -58,3 +58,14 @@ def test_dual_softmax_reweights_by_the_whole_query_set():
     rescaled = dual_softmax(scores, temperature=1000.0)
     assert np.argmax(scores[0]) == 0 and np.argmax(rescaled[0]) == 1
     np.testing.assert_allclose(rescaled, [[0.0, 0.8], [0.95, 0.0]], atol=1e-6)
+
+
+def test_text_to_video_loss_keeps_measuring_after_recall_saturates():
+    from gais_pipe.retrieval.evaluate import text_to_video_loss
+
+    caption_video = np.array([0, 0, 1, 2])
+    confident = np.eye(3)[caption_video] * 0.9  # every caption's video first, by a wide margin
+    narrow = np.eye(3)[caption_video] * 0.1 + 0.4  # still first (recall 100), by a narrow margin
+    assert text_to_video(narrow, caption_video)["R@1"] == text_to_video(confident, caption_video)["R@1"] == 100
+    assert text_to_video_loss(confident, caption_video, 20.0) < text_to_video_loss(narrow, caption_video, 20.0)
+    assert text_to_video_loss(narrow, caption_video, 20.0) < text_to_video_loss(1 - narrow, caption_video, 20.0)
