@@ -30,8 +30,10 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -40,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gais_pipe import extract_stage
-from gais_pipe.config import load_config
+from gais_pipe.config import Config, load_config
 from gais_pipe.distributed import autocast_dtype, resolve_device
 from gais_pipe.extract.audio_encoders import make_audio_encoder
 from gais_pipe.extract.clip_model import load_clip
@@ -185,8 +187,43 @@ def seed_models(models_from: Path, workdir: Path) -> None:
             shutil.copy2(file, target / file.name)
 
 
-# --- main -------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
+# --- state shared by the steps ------------------------------------------------------------------
+@dataclass
+class Bench:
+    """What every step reads: the arguments, the resolved config, the decode parallelism and the figures so far."""
+
+    args: argparse.Namespace
+    config: Config
+    workers: int
+    prefetch: int
+    batch_videos: int
+    frames_t: int
+    tmp: Path
+    results: dict
+
+    @property
+    def runtime(self) -> dict:
+        return self.config["runtime"]
+
+    @property
+    def feats(self) -> dict:
+        return self.config["features"]
+
+
+@dataclass
+class Models:
+    """The encoders as run_extract loads them, and the decode spec and mapper built on them."""
+
+    models_dir: Path
+    clip: Any
+    audio: Any
+    spec: DecodeSpec
+    mapper: FeatureMapper
+
+
+# --- steps ------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line: which config, which videos, how many repeats, where the figures go."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny", help="bundled config name or TOML path")
     parser.add_argument(
@@ -218,8 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def set_up(args: argparse.Namespace) -> Bench:
+    """Resolve the config and give torch the threads run_extract would, so each part is timed with the
+    resources it has inside the pipeline; record the machine the figures come from."""
     config = load_config(args.config, args.overrides)
     runtime = config["runtime"]
     feats = config["features"]
@@ -249,206 +290,227 @@ def main(argv: list[str] | None = None) -> int:
         "clip_pretrained": feats["clip"]["pretrained"],
         "audio_encoder": feats["audio"]["encoder"],
     }
+    return Bench(args, config, workers, prefetch, batch_videos, frames_t, tmp, results)
+
+
+def print_banner(bench: Bench) -> None:
+    """Say up front what is measured and on what, and warn where the paper config is only approximated."""
+    feats, results = bench.feats, bench.results
     console.print(
         f"[bold]extract bench[/bold] config={results['config']} "
         f"clip={feats['clip']['model']}/{feats['clip']['pretrained']} "
-        f"audio={feats['audio']['encoder']} T={frames_t}  torch threads={results['torch_threads']} "
-        f"(interop {results['torch_interop_threads']}, --threads {args.threads})  cpu_count={results['cpu_count']} "
-        f"affinity={results['cpu_affinity']}  cuda={results['cuda']}"
+        f"audio={feats['audio']['encoder']} T={bench.frames_t}  torch threads={results['torch_threads']} "
+        f"(interop {results['torch_interop_threads']}, --threads {bench.args.threads})  "
+        f"cpu_count={results['cpu_count']} affinity={results['cpu_affinity']}  cuda={results['cuda']}"
     )
-    console.print(f"runtime: {runtime}")
+    console.print(f"runtime: {bench.runtime}")
     if feats["clip"]["model"] == "ViT-B-32" and feats["audio"]["encoder"] == "logmel":
         console.print(
             "[yellow]note: ViT-B-32 with random weights (same cost as pretrained); audio is logmel, not Whisper "
             "(Whisper weights are not available offline here), so the audio cost of the paper config is NOT measured"
         )
 
-    try:
-        # 1. videos ----------------------------------------------------------------------------
-        if args.media:
-            media = args.media
-        else:
-            media = tmp / "videos"
-            media.mkdir()
-            start = time.perf_counter()
-            for i in range(args.videos):
-                make_video(
-                    media / f"v{i:04d}.mp4",
-                    args.seconds,
-                    i,
-                    audio_rate=args.audio_rate,
-                    preset=args.x264_preset,
-                )
-            console.print(
-                f"generated {args.videos} videos of {args.seconds:g} s in {time.perf_counter() - start:.1f} s (not "
-                "timed)"
-            )
-        refs, problems = discover(media)
-        if problems:
-            console.print(f"[yellow]{len(problems)} discovery problems: {problems[:3]}")
-        count = len(refs)
-        results["videos"] = count
-        results["video_seconds"] = args.seconds if not args.media else None
-        results["media_bytes_per_video"] = sum(r.size for r in refs) / max(count, 1)
-        warm = refs[: max(1, min(args.warmup_videos, count))]
 
-        # 2. models (as run_extract loads them) -------------------------------------------------
-        device = resolve_device(runtime["device"])
-        precision = autocast_dtype(device, runtime["precision"])
-        models_dir = tmp / "models"
-        models_dir.mkdir()
+def find_videos(bench: Bench) -> tuple[Path, list[VideoRef], list[VideoRef]]:
+    """The videos every measure runs on (generated, untimed, unless --media names a folder), and the
+    few that the warm-ups use. Returns (media folder, all refs, warm-up refs)."""
+    args, results = bench.args, bench.results
+    if args.media:
+        media = args.media
+    else:
+        media = bench.tmp / "videos"
+        media.mkdir()
         start = time.perf_counter()
-        clip = load_clip(feats["clip"], models_dir, device)
-        audio = make_audio_encoder(feats["audio"], device, precision, int(runtime["audio_batch"]))
-        results["model_load_s"] = time.perf_counter() - start
-        spec = DecodeSpec(frames_t, clip.image_size, audio.sample_rate, runtime["decoder"], audio.frontend)
-        mapper = FeatureMapper(clip, audio, device, precision, float(feats["audio"].get("min_coverage", 0.5)))
-        results["image_size"], results["embed_dim"], results["audio_dim"] = (
-            clip.image_size,
-            clip.embed_dim,
-            audio.dim,
+        for i in range(args.videos):
+            make_video(media / f"v{i:04d}.mp4", args.seconds, i, audio_rate=args.audio_rate, preset=args.x264_preset)
+        console.print(
+            f"generated {args.videos} videos of {args.seconds:g} s in {time.perf_counter() - start:.1f} s (not timed)"
         )
+    refs, problems = discover(media)
+    if problems:
+        console.print(f"[yellow]{len(problems)} discovery problems: {problems[:3]}")
+    count = len(refs)
+    results["videos"] = count
+    results["video_seconds"] = args.seconds if not args.media else None
+    results["media_bytes_per_video"] = sum(r.size for r in refs) / max(count, 1)
+    warm = refs[: max(1, min(args.warmup_videos, count))]
+    return media, refs, warm
 
-        # 3. decode only ------------------------------------------------------------------------
-        for _ in decoded_stream(warm, spec, workers, prefetch):
-            pass
-        decode_runs, first_items = [], []
-        for _ in range(args.repeat):
-            decoded: list[DecodedVideo] = []
-            first_item = None
-            start = time.perf_counter()
-            for item in decoded_stream(refs, spec, workers, prefetch):
-                if first_item is None:
-                    first_item = time.perf_counter() - start
-                if isinstance(item, Problem):
-                    console.print(f"[red]decode problem[/red] {item}")
-                else:
-                    decoded.append(item)
-            decode_runs.append(time.perf_counter() - start)
-            first_items.append(first_item)
-        decode_s = min(decode_runs)
-        results.update(
-            decode_s=decode_s,
-            decode_runs_s=decode_runs,
-            decode_videos_per_s=count / decode_s,
-            decode_first_item_s=first_items[decode_runs.index(decode_s)],
-        )
-        results["decoder_used"] = sorted({d.frames.decoder for d in decoded})
 
-        # serial per-step breakdown of decoding (in this process, 1 torch thread like a worker)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        steps = {"probe": 0.0, "frames": 0.0, "soundtrack": 0.0, "audio_frontend": 0.0}
-        for ref in warm:
-            t0 = time.perf_counter()
-            info = probe(ref.path)
-            t1 = time.perf_counter()
-            sample_frames(ref.path, info, frames_t, clip.image_size, runtime["decoder"])
-            t2 = time.perf_counter()
-            sound, _ = decode_soundtrack(ref.path, info, audio.sample_rate)
-            t3 = time.perf_counter()
-            if sound is not None:
-                audio.frontend(sound.samples)
-            t4 = time.perf_counter()
-            for key, value in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                steps[key] += value
-        torch.set_num_threads(threads)
-        results["decode_steps_ms_per_video"] = {k: 1000 * v / len(warm) for k, v in steps.items()}
+def load_models(bench: Bench) -> Models:
+    """Load the encoders the way run_extract does, timing the load: the pipeline figure excludes it."""
+    runtime, feats = bench.runtime, bench.feats
+    device = resolve_device(runtime["device"])
+    precision = autocast_dtype(device, runtime["precision"])
+    models_dir = bench.tmp / "models"
+    models_dir.mkdir()
+    start = time.perf_counter()
+    clip = load_clip(feats["clip"], models_dir, device)
+    audio = make_audio_encoder(feats["audio"], device, precision, int(runtime["audio_batch"]))
+    bench.results["model_load_s"] = time.perf_counter() - start
+    spec = DecodeSpec(bench.frames_t, clip.image_size, audio.sample_rate, runtime["decoder"], audio.frontend)
+    mapper = FeatureMapper(clip, audio, device, precision, float(feats["audio"].get("min_coverage", 0.5)))
+    bench.results["image_size"], bench.results["embed_dim"], bench.results["audio_dim"] = (
+        clip.image_size,
+        clip.embed_dim,
+        audio.dim,
+    )
+    return Models(models_dir, clip, audio, spec, mapper)
 
-        # 4. encode only ------------------------------------------------------------------------
-        batches = [decoded[i : i + batch_videos] for i in range(0, len(decoded), batch_videos)]
-        mapper(decoded[: len(warm)])  # warm-up
-        encode_runs, image_runs = [], []
-        for _ in range(args.repeat):
-            start = time.perf_counter()
-            rows: list[FeatureRow] = []
-            for batch in batches:
-                rows.extend(mapper(batch))
-            encode_runs.append(time.perf_counter() - start)
-            start = time.perf_counter()  # the image tower alone, same batches
-            for batch in batches:
-                mapper.encode_images(np.concatenate([v.frames.pixels for v in batch]))
-            image_runs.append(time.perf_counter() - start)
-        encode_s, image_s = min(encode_runs), min(image_runs)
-        results.update(
-            encode_s=encode_s,
-            encode_runs_s=encode_runs,
-            encode_frames_per_s=len(decoded) * frames_t / encode_s,
-            encode_videos_per_s=len(decoded) / encode_s,
-            encode_image_tower_s=image_s,
-            encode_rest_s=max(0.0, encode_s - image_s),
-        )
-        sizes = row_bytes(rows[0])
-        results["raw_bytes_per_row"] = sum(sizes.values())
-        results["raw_bytes_per_row_fields"] = sizes
-        d, da = clip.embed_dim, audio.dim
-        results["raw_feature_bytes_per_row"] = sizes["frame_features"] + sizes["audio_features"]
-        del decoded, batches, rows
+
+def measure_decode(bench: Bench, models: Models, refs: list[VideoRef], warm: list[VideoRef]) -> list[DecodedVideo]:
+    """Decode-only throughput with the pipeline's workers and prefetch; the decoded videos of the last run
+    are returned so the encode-only measure sees exactly the same inputs."""
+    for _ in decoded_stream(warm, models.spec, bench.workers, bench.prefetch):
+        pass
+    decode_runs, first_items = [], []
+    for _ in range(bench.args.repeat):
+        decoded: list[DecodedVideo] = []
+        first_item = None
+        start = time.perf_counter()
+        for item in decoded_stream(refs, models.spec, bench.workers, bench.prefetch):
+            if first_item is None:
+                first_item = time.perf_counter() - start
+            if isinstance(item, Problem):
+                console.print(f"[red]decode problem[/red] {item}")
+            else:
+                decoded.append(item)
+        decode_runs.append(time.perf_counter() - start)
+        first_items.append(first_item)
+    decode_s = min(decode_runs)
+    bench.results.update(
+        decode_s=decode_s,
+        decode_runs_s=decode_runs,
+        decode_videos_per_s=len(refs) / decode_s,
+        decode_first_item_s=first_items[decode_runs.index(decode_s)],
+    )
+    bench.results["decoder_used"] = sorted({d.frames.decoder for d in decoded})
+    return decoded
+
+
+def measure_decode_steps(bench: Bench, models: Models, warm: list[VideoRef]) -> None:
+    """Serial per-step breakdown of decoding (in this process, 1 torch thread like a worker): shows which
+    step to speed up when decoding is the bottleneck."""
+    clip, audio = models.clip, models.audio
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    steps = {"probe": 0.0, "frames": 0.0, "soundtrack": 0.0, "audio_frontend": 0.0}
+    for ref in warm:
+        t0 = time.perf_counter()
+        info = probe(ref.path)
+        t1 = time.perf_counter()
+        sample_frames(ref.path, info, bench.frames_t, clip.image_size, bench.runtime["decoder"])
+        t2 = time.perf_counter()
+        sound, _ = decode_soundtrack(ref.path, info, audio.sample_rate)
+        t3 = time.perf_counter()
+        if sound is not None:
+            audio.frontend(sound.samples)
+        t4 = time.perf_counter()
+        for key, value in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            steps[key] += value
+    torch.set_num_threads(threads)
+    bench.results["decode_steps_ms_per_video"] = {k: 1000 * v / len(warm) for k, v in steps.items()}
+
+
+def measure_encode(bench: Bench, models: Models, decoded: list[DecodedVideo], warm: list[VideoRef]) -> None:
+    """Encode-only throughput on videos already in memory, in the pipeline's batches, with the image tower
+    timed alone; also the raw bytes of one row, before the shard's compression."""
+    mapper, results = models.mapper, bench.results
+    batches = [decoded[i : i + bench.batch_videos] for i in range(0, len(decoded), bench.batch_videos)]
+    mapper(decoded[: len(warm)])  # warm-up
+    encode_runs, image_runs = [], []
+    for _ in range(bench.args.repeat):
+        start = time.perf_counter()
+        rows: list[FeatureRow] = []
+        for batch in batches:
+            rows.extend(mapper(batch))
+        encode_runs.append(time.perf_counter() - start)
+        start = time.perf_counter()  # the image tower alone, same batches
+        for batch in batches:
+            mapper.encode_images(np.concatenate([v.frames.pixels for v in batch]))
+        image_runs.append(time.perf_counter() - start)
+    encode_s, image_s = min(encode_runs), min(image_runs)
+    results.update(
+        encode_s=encode_s,
+        encode_runs_s=encode_runs,
+        encode_frames_per_s=len(decoded) * bench.frames_t / encode_s,
+        encode_videos_per_s=len(decoded) / encode_s,
+        encode_image_tower_s=image_s,
+        encode_rest_s=max(0.0, encode_s - image_s),
+    )
+    sizes = row_bytes(rows[0])
+    results["raw_bytes_per_row"] = sum(sizes.values())
+    results["raw_bytes_per_row_fields"] = sizes
+    results["raw_feature_bytes_per_row"] = sizes["frame_features"] + sizes["audio_features"]
+
+
+def run_pipeline(bench: Bench, models: Models, media: Path, warm: list[VideoRef]) -> tuple:
+    """run_extract after a warm-up, each repeat into a fresh workdir seeded with the models already made.
+    Returns the fastest run as (summary, wall seconds, inner timings, workdir) and every run's seconds."""
+    quiet = Console(stderr=True, quiet=True)
+    warm_dir = bench.tmp / "work-warmup"
+    seed_models(models.models_dir, warm_dir)
+    extract_stage.run_extract(
+        write_list(bench.tmp / "warm.txt", warm), warm_dir, bench.config, console=quiet, show_progress=False
+    )
+    best = None
+    pipeline_runs = []
+    for k in range(bench.args.repeat):
+        run_dir = bench.tmp / f"work-{k}"
+        seed_models(models.models_dir, run_dir)
         gc.collect()
+        with instrumented_pipeline(not bench.args.no_instrument) as timings:
+            start = time.perf_counter()
+            run_summary = extract_stage.run_extract(
+                media, run_dir, bench.config, console=Console(stderr=True), show_progress=False
+            )
+            run_wall = time.perf_counter() - start
+        pipeline_runs.append(run_summary.seconds)
+        if best is None or run_summary.seconds < best[0].seconds:
+            best = (run_summary, run_wall, timings, run_dir)
+    return best, pipeline_runs
 
-        # 5. full pipeline ----------------------------------------------------------------------
-        quiet = Console(stderr=True, quiet=True)
-        warm_dir = tmp / "work-warmup"
-        seed_models(models_dir, warm_dir)
-        extract_stage.run_extract(
-            write_list(tmp / "warm.txt", warm), warm_dir, config, console=quiet, show_progress=False
-        )
-        best = None
-        pipeline_runs = []
-        for k in range(args.repeat):
-            run_dir = tmp / f"work-{k}"
-            seed_models(models_dir, run_dir)
-            gc.collect()
-            with instrumented_pipeline(not args.no_instrument) as timings:
-                start = time.perf_counter()
-                run_summary = extract_stage.run_extract(
-                    media, run_dir, config, console=Console(stderr=True), show_progress=False
-                )
-                run_wall = time.perf_counter() - start
-            pipeline_runs.append(run_summary.seconds)
-            if best is None or run_summary.seconds < best[0].seconds:
-                best = (run_summary, run_wall, timings, run_dir)
-        summary, wall, inner, work = best
-        pipeline_s = summary.seconds
-        results.update(
-            pipeline_s=pipeline_s,
-            pipeline_runs_s=pipeline_runs,
-            pipeline_wall_s=wall,
-            pipeline_setup_s=wall - pipeline_s,
-            pipeline_videos_per_s=summary.extracted / pipeline_s if pipeline_s else 0.0,
-            pipeline_extracted=summary.extracted,
-            pipeline_failed=summary.failed,
-            pipeline_warned=summary.warned,
-            ratio=pipeline_s / max(decode_s, encode_s),
-            ratio_target=1.15,
-            ideal_serial_s=decode_s + encode_s,
-        )
-        if inner:
-            results["pipeline_main_encode_s"] = inner["encode_s"]
-            results["pipeline_main_write_s"] = inner["write_s"]
-            results["pipeline_main_wait_s"] = pipeline_s - inner["encode_s"] - inner["write_s"]
-        shard_files = sorted((work / "features").glob("*.h5"))
-        shard_bytes = sum(f.stat().st_size for f in shard_files)
-        results["shards"] = len(shard_files)
-        results["stored_bytes_per_video"] = shard_bytes / max(summary.extracted, 1)
-        paper_shape = frames_t * 512 * 2 * 2  # T x 512 fp16, both modalities
-        results["paper_shape_feature_bytes"] = paper_shape
-        results["raw_bytes_per_row_at_D512"] = (
-            results["raw_bytes_per_row"] - results["raw_feature_bytes_per_row"] + paper_shape
-        )
-        results["bytes_target"] = 32 * 1024
-    finally:
-        if args.keep:
-            console.print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
-    results["load_average_end"] = os.getloadavg()
-    # 6. report ---------------------------------------------------------------------------------
-    r = results
+def measure_pipeline(bench: Bench, models: Models, media: Path, warm: list[VideoRef]) -> None:
+    """The full pipeline against the two parts alone (the overlap ratio), and what its shards store per video."""
+    results = bench.results
+    (summary, wall, inner, work), pipeline_runs = run_pipeline(bench, models, media, warm)
+    pipeline_s = summary.seconds
+    results.update(
+        pipeline_s=pipeline_s,
+        pipeline_runs_s=pipeline_runs,
+        pipeline_wall_s=wall,
+        pipeline_setup_s=wall - pipeline_s,
+        pipeline_videos_per_s=summary.extracted / pipeline_s if pipeline_s else 0.0,
+        pipeline_extracted=summary.extracted,
+        pipeline_failed=summary.failed,
+        pipeline_warned=summary.warned,
+        ratio=pipeline_s / max(results["decode_s"], results["encode_s"]),
+        ratio_target=1.15,
+        ideal_serial_s=results["decode_s"] + results["encode_s"],
+    )
+    if inner:
+        results["pipeline_main_encode_s"] = inner["encode_s"]
+        results["pipeline_main_write_s"] = inner["write_s"]
+        results["pipeline_main_wait_s"] = pipeline_s - inner["encode_s"] - inner["write_s"]
+    shard_files = sorted((work / "features").glob("*.h5"))
+    shard_bytes = sum(f.stat().st_size for f in shard_files)
+    results["shards"] = len(shard_files)
+    results["stored_bytes_per_video"] = shard_bytes / max(summary.extracted, 1)
+    paper_shape = bench.frames_t * 512 * 2 * 2  # T x 512 fp16, both modalities
+    results["paper_shape_feature_bytes"] = paper_shape
+    results["raw_bytes_per_row_at_D512"] = (
+        results["raw_bytes_per_row"] - results["raw_feature_bytes_per_row"] + paper_shape
+    )
+    results["bytes_target"] = 32 * 1024
+
+
+def measure_table(bench: Bench) -> Table:
+    """The throughput rows of the report: each measure, the decode breakdown and the overlap ratio."""
+    r = bench.results
     table = Table(
         title=f"extract bench: {r['config']} ({r['clip_model']}/{r['clip_pretrained']}, audio {r['audio_encoder']}), "
-        f"{r['videos']} videos, T={frames_t}, D={d}, Da={da}"
+        f"{r['videos']} videos, T={bench.frames_t}, D={r['embed_dim']}, Da={r['audio_dim']}"
     )
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -456,23 +518,22 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row(
         "decode-only",
         f"{r['decode_videos_per_s']:.2f} videos/s",
-        f"{r['decode_s']:.2f} s, workers={workers} prefetch={prefetch}, first item {r['decode_first_item_s']:.2f} s, "
-        f"decoder {','.join(r['decoder_used'])}",
+        f"{r['decode_s']:.2f} s, workers={bench.workers} prefetch={bench.prefetch}, "
+        f"first item {r['decode_first_item_s']:.2f} s, decoder {','.join(r['decoder_used'])}",
     )
     steps = r["decode_steps_ms_per_video"]
     table.add_row("  serial steps", "ms/video", ", ".join(f"{k} {v:.0f}" for k, v in steps.items()))
     table.add_row(
         "encode-only",
         f"{r['encode_frames_per_s']:.1f} frames/s",
-        f"{r['encode_s']:.2f} s ({r['encode_videos_per_s']:.2f} videos/s), batch {batch_videos}; image tower "
+        f"{r['encode_s']:.2f} s ({r['encode_videos_per_s']:.2f} videos/s), batch {bench.batch_videos}; image tower "
         f"{r['encode_image_tower_s']:.2f} s, audio+pool+rest {r['encode_rest_s']:.2f} s",
     )
     table.add_row(
         "pipeline",
         f"{r['pipeline_videos_per_s']:.2f} videos/s",
         f"{r['pipeline_s']:.2f} s (+{r['pipeline_setup_s']:.1f} s model load/setup), {r['pipeline_extracted']} "
-        "extracted, "
-        f"{r['pipeline_failed']} failed",
+        f"extracted, {r['pipeline_failed']} failed",
     )
     if "pipeline_main_encode_s" in r:
         table.add_row(
@@ -488,6 +549,13 @@ def main(argv: list[str] | None = None) -> int:
         f"pipeline / max(decode, encode); target <= 1.15: {ok}; "
         f"decode+encode serial would be {r['ideal_serial_s']:.2f} s",
     )
+    return table
+
+
+def report(bench: Bench) -> None:
+    """Print the figures as one table: the measures, then storage and the conditions they were taken under."""
+    r = bench.results
+    table = measure_table(bench)
     table.add_row("stored bytes/video", f"{r['stored_bytes_per_video']:.0f}", f"{r['shards']} shard(s) in features/")
     table.add_row(
         "raw bytes/row",
@@ -502,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     table.add_row(
         "repeats",
-        f"{args.repeat}",
+        f"{bench.args.repeat}",
         "best of; runs (s): decode "
         + " ".join(f"{x:.2f}" for x in r["decode_runs_s"])
         + ", encode "
@@ -517,10 +585,38 @@ def main(argv: list[str] | None = None) -> int:
         "(other processes on this machine distort the figures)",
     )
     console.print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, sort_keys=True, default=str))
-        console.print(f"figures written to {args.json}")
+
+
+def write_json(path: Path | None, results: dict) -> None:
+    """Keep the figures for BENCHMARKS.md and later comparisons (--json)."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str))
+        console.print(f"figures written to {path}")
+
+
+# --- main -------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    bench = set_up(args)
+    print_banner(bench)
+    try:
+        media, refs, warm = find_videos(bench)
+        models = load_models(bench)
+        decoded = measure_decode(bench, models, refs, warm)
+        measure_decode_steps(bench, models, warm)
+        measure_encode(bench, models, decoded, warm)
+        del decoded
+        gc.collect()
+        measure_pipeline(bench, models, media, warm)
+    finally:
+        if args.keep:
+            console.print(f"kept {bench.tmp}")
+        else:
+            shutil.rmtree(bench.tmp, ignore_errors=True)
+    bench.results["load_average_end"] = os.getloadavg()
+    report(bench)
+    write_json(args.json, bench.results)
     return 0
 
 
