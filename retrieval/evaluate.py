@@ -34,7 +34,7 @@ def evaluate(
     full = full_scores(model, texts, videos, chunk)
     results["full"] = {
         **both_directions(full, split.caption_video),
-        "t2v_loss": text_to_video_loss(full, split.caption_video, float(model.scale())),
+        "t2v_loss": text_to_video_loss(full, split.caption_video, float(model.scale().detach())),
         "seconds": time.perf_counter() - started,
     }
     started = time.perf_counter()
