@@ -293,6 +293,27 @@ def explain(
     console.print(f"wrote {path}", highlight=False)
 
 
+@app.command()
+def serve(
+    workdir: Path = WORKDIR,
+    host: str | None = typer.Option(
+        None, help="Address to bind (default: config serve.host, 127.0.0.1: this machine only)."
+    ),
+    port: int | None = typer.Option(None, help="Port (default: config serve.port, 8000)."),
+    checkpoint: Path | None = typer.Option(None, help="Check that the index was built with these heads."),
+    config: str | None = CONFIG,
+    overrides: list[str] = OVERRIDES,
+) -> None:
+    """A search service: the index loaded once, a JSON API and a results page in the browser."""
+    from gais_pipe.serve_stage import run_serve
+
+    cfg = stage_config(workdir, config, overrides)
+    try:
+        run_serve(workdir, cfg, host or cfg["serve"]["host"], port or int(cfg["serve"]["port"]), checkpoint, console)
+    except (*_stage_errors(), RuntimeError, OSError) as error:
+        fail(error_line(error))
+
+
 @app.command("make-synthetic")
 def make_synthetic_command(
     out: Path = typer.Argument(..., help="Folder for videos/ and captions.jsonl."),
