@@ -19,6 +19,11 @@ def run_serve(
     from gais_pipe.serve.app import create_app
 
     console = console or Console(stderr=True)
+    threads = int(config["query"]["torch_threads"])
+    if threads > 0:  # inference is serial (the engine's lock): its threads are the whole budget
+        import torch
+
+        torch.set_num_threads(threads)
     engine = Engine(workdir, config, checkpoint)  # a missing, stale or foreign index stops here, as for query
     summary = engine.index_summary()
     shown = f"[{host}]" if ":" in host else host
