@@ -269,7 +269,7 @@ def save_artifact(browser, name: str) -> Path:
 
 
 def test_a_rebuilt_index_is_served_without_a_restart(served):
-    """Last in this file: it adds a video to the served workdir."""
+    """The last test on the served workdir: it adds a video to it."""
     from gais_pipe.index_stage import run_build_index
 
     server, engine, videos, work = served
@@ -288,3 +288,8 @@ def test_a_rebuilt_index_is_served_without_a_restart(served):
     assert health["index"]["videos"] == 4 and health["stale"] is False and health["warning"] is None
     found = [h["video"] for h in search(server, "a grey picture", k=4)["results"]]
     assert sorted(found) == sorted([*GREYS, "grey160.mp4"])
+
+
+def test_serve_without_an_index_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(cli, ["serve", "-w", str(tmp_path / "nothing-here"), "--port", "1"])
+    assert result.exit_code == 2 and "no index; run `gais-pipe build-index`" in result.output
