@@ -128,6 +128,7 @@ def load_clip(
         "pretrained": str(clip_cfg["pretrained"]),
         "file": str(file),
         "sha256": sha256 or sha256_file(file),
+        "quick_gelu": quick_gelu,  # forced by the pretrained tag: a text tower built later must match
     }
     return LoadedClip(
         model=model,

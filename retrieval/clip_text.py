@@ -6,13 +6,14 @@ random, then overwriting both towers from the checkpoint. The standard CLIP text
 fixed: token and position embeddings, pre-LayerNorm residual attention blocks under a causal mask, a
 last LayerNorm, the feature of the end-of-text token (the largest token id), a projection.
 `TextTower` is that, under open_clip's parameter names, so it takes the text half of a checkpoint
-as it is (read from the safetensors file alone, the image weights never leave the disk); tests hold
+as it is (from a safetensors file only those tensors are read; the image weights stay on disk); tests hold
 its output equal to open_clip's `encode_text`. The tokenizer is open_clip's own `SimpleTokenizer`,
 loaded from its file without running the open_clip package's imports.
 
 Whatever this does not cover returns None from `load_text_tower`, and the caller builds the whole
 model with open_clip: HF text towers, layer scale, custom attention blocks, a projection bias,
-non-argmax pooling, open_clip pretrained tags (some force QuickGELU) and non-safetensors files.
+non-argmax pooling, TorchScript files, and pretrained tags of workdirs that did not record whether
+the tag forced QuickGELU.
 """
 
 from __future__ import annotations
@@ -174,21 +175,41 @@ def simple_tokenizer(context_length: int):
     return module.SimpleTokenizer(context_length=context_length)
 
 
-def load_text_tower(model_name: str, pretrained: str, file: Path):
-    """(TextTower in eval mode, tokenizer) for a covered architecture and safetensors file, else None."""
+def read_text_state(file: Path, names) -> dict[str, torch.Tensor] | None:
+    """The named tensors from a safetensors file (only those are read) or a torch state-dict file
+    (memory-mapped, weights only); None when the file is anything else or lacks one of them."""
     from safetensors import safe_open
 
+    names = list(names)
+    if Path(file).suffix == ".safetensors":
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            return {name: handle.get_tensor(name) for name in names} if set(names) <= set(handle.keys()) else None
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a TorchScript archive, an old-format file: open_clip knows those
+        return None
+    state = state.get("state_dict", state) if isinstance(state, dict) else None
+    if not state:
+        return None
+    if next(iter(state)).startswith("module."):
+        state = {name[len("module.") :]: value for name, value in state.items()}
+    return {name: state[name] for name in names} if set(names) <= set(state) else None
+
+
+def load_text_tower(model_name: str, pretrained: str, file: Path, quick_gelu: bool | None = None):
+    """(TextTower in eval mode, tokenizer) for a covered architecture and file, else None.
+
+    `quick_gelu` is what the checkpoint was loaded with when the features were made (some pretrained
+    tags force QuickGELU); unknown (None) for a pretrained tag, the whole model is built instead."""
     config = architecture(model_name)
     is_tag = pretrained != "random" and not pretrained.startswith("hf-hub:") and not Path(pretrained).is_file()
-    if is_tag or not covered(config) or Path(file).suffix != ".safetensors":
+    if (is_tag and quick_gelu is None) or not covered(config):
         return None
-    tower = TextTower(config.get("text_cfg", {}), int(config["embed_dim"]), bool(config.get("quick_gelu")))
+    gelu = bool(config.get("quick_gelu")) or bool(quick_gelu)
+    tower = TextTower(config.get("text_cfg", {}), int(config["embed_dim"]), gelu)
     wanted = tower.state_dict()
-    with safe_open(str(file), framework="pt", device="cpu") as handle:
-        if not set(wanted) <= set(handle.keys()):
-            return None
-        state = {name: handle.get_tensor(name) for name in wanted}
-    if any(state[name].shape != wanted[name].shape for name in wanted):
+    state = read_text_state(Path(file), wanted)
+    if state is None or any(state[name].shape != wanted[name].shape for name in wanted):
         return None
     tower.load_state_dict({name: value.float() for name, value in state.items()}, strict=True, assign=True)
     try:

@@ -39,7 +39,7 @@ class TextEncoder:
                 f"({clip['sha256'][:12]})"
             )
         self.sha256 = clip["sha256"]
-        loaded = load_text_tower(clip["model"], clip["pretrained"], file)
+        loaded = load_text_tower(clip["model"], clip["pretrained"], file, clip.get("quick_gelu"))
         if loaded is not None:
             tower, self.tokenizer = loaded
             self.encode_tokens, self.embed_dim = tower.to(device), tower.embed_dim

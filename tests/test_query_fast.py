@@ -79,24 +79,38 @@ def test_tokenizer_loaded_without_open_clip_equals_open_clips():
 
 
 def test_the_workdirs_checkpoint_loads_as_a_text_tower_and_others_fall_back(indexed, tmp_path):
+    import open_clip
+
     from gais_pipe.extract.clip_model import load_clip
 
     clip = Workdir(indexed).identity()["clip"]
+    assert clip["quick_gelu"] is False
     tower, tokenizer = load_text_tower(clip["model"], clip["pretrained"], Path(clip["file"]))
     full = load_clip({"model": clip["model"], "pretrained": clip["file"]}, tmp_path)
+    tokens = tokenizer(TEXTS)
     with torch.no_grad():
-        torch.testing.assert_close(tower(tokenizer(TEXTS)), full.model.encode_text(tokenizer(TEXTS)))
-    assert load_text_tower(clip["model"], "openai", Path(clip["file"])) is None  # a tag may force QuickGELU
-    pt_file = tmp_path / "weights.pt"
-    torch.save(full.model.state_dict(), pt_file)
-    assert load_text_tower(clip["model"], str(pt_file), pt_file) is None
+        torch.testing.assert_close(tower(tokens), full.model.encode_text(tokens))
+    pt_file = tmp_path / "weights.pt"  # a torch state dict, as some hubs ship them
+    torch.save({"state_dict": {f"module.{k}": v for k, v in full.model.state_dict().items()}}, pt_file)
+    with torch.no_grad():
+        torch.testing.assert_close(load_text_tower(clip["model"], str(pt_file), pt_file)[0](tokens), tower(tokens))
+    # a pretrained tag may force QuickGELU: unknown, the whole model is built; recorded, the tower follows it
+    assert load_text_tower(clip["model"], "openai", Path(clip["file"])) is None
+    quick = load_text_tower(clip["model"], "openai", Path(clip["file"]), quick_gelu=True)[0]
+    reference = open_clip.create_model(clip["model"], pretrained=None, force_quick_gelu=True).eval()
+    open_clip.load_checkpoint(reference, clip["file"])
+    with torch.no_grad():
+        torch.testing.assert_close(quick(tokens), reference.encode_text(tokens))
+        assert not torch.allclose(quick(tokens), tower(tokens))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert load_text_tower(clip["model"], str(garbage), garbage) is None
     partial = tmp_path / "partial.safetensors"
     save_file({k: v for k, v in full.model.state_dict().items() if "resblocks.1." not in k}, str(partial))
     assert load_text_tower(clip["model"], str(partial), partial) is None
     assert all(covered(architecture(name)) for name in ("ViT-B-32", "ViT-B-32-quickgelu", "gais-tiny-vit"))
-    assert not any(
-        covered(architecture(name)) for name in ("coca_ViT-B-32", "ViT-B-16-SigLIP", "xlm-roberta-base-ViT-B-32")
-    )
+    uncovered = ("coca_ViT-B-32", "ViT-B-16-SigLIP", "xlm-roberta-base-ViT-B-32")
+    assert not any(covered(architecture(name)) for name in uncovered)
 
 
 def test_text_encoder_falls_back_to_open_clip_with_the_same_embeddings(indexed, monkeypatch):
