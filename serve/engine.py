@@ -98,10 +98,10 @@ class Engine:
             try:
                 with self._inference:
                     pairs = loaded.searcher.search_frames(text, k, rerank_k)
-            except OSError:
+            except Exception:
                 if self._stamp() == loaded.stamp:
                     raise
-                continue  # the store changed under the search: answer from the new index
+                continue  # the store changed under the search (a file gone, rows renumbered): the new index
             if self._stamp() != loaded.stamp:
                 continue
             searcher = loaded.searcher

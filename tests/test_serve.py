@@ -122,6 +122,17 @@ def test_bad_requests_get_a_json_error(served, method, path, body, status, messa
     assert got == status and message in answer["error"], answer
 
 
+def test_an_internal_failure_is_a_json_500(served, monkeypatch):
+    server, engine, _, _ = served
+
+    def broken(*args):
+        raise RuntimeError("the disk fell off")
+
+    monkeypatch.setattr(engine, "search", broken)
+    status, answer = server.json("POST", "/api/search", {"text": "grey"})
+    assert status == 500 and answer == {"error": "internal error: RuntimeError: the disk fell off"}
+
+
 def test_no_path_from_a_request_reaches_the_file_system(served):
     server, _, videos, work = served
     indexed_file = str((videos / "tone/grey120.mp4").resolve())
