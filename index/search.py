@@ -23,7 +23,8 @@ from gais_pipe.workdir import Workdir, WorkdirError
 
 from . import faiss_index
 from .layout import read_record
-from .rerank import FrameScores, score_rows
+from .prepared import PreparedStates
+from .rerank import FrameScores, score_rows, video_batch
 from .store import RerankStore
 
 
@@ -92,6 +93,8 @@ class Searcher:
             self.model, _, _ = load_head(self.work, Path(indexed_checkpoint), self.device)
         index = faiss_index.load_mapped(self.work.index_dir / "videos.faiss")
         self.index = faiss_index.to_device(index, config["index"])
+        budget = int(config["query"]["state_cache_mb"]) * 2**20
+        self.prepared = PreparedStates(self.model, budget, int(self.index.ntotal)) if self.model is not None else None
         self.encoder = TextEncoder(self.work, self.device)
         self.record = record
 
@@ -142,7 +145,14 @@ class Searcher:
             return []
         _, ids = self.index.search(query.cpu().numpy().astype(np.float32), depth)
         order = np.sort(ids[0][ids[0] >= 0])  # memory-mapped rows read in order
-        scores = score_rows(self.model, clip_text, self.store.rows(order), self.device)
+        rows = self.store.rows(order)
+        state = None
+        if self.prepared is not None:
+            position = {row: i for i, row in enumerate(order.tolist())}
+            state = self.prepared.get(
+                order, lambda wanted: video_batch(rows, self.device, [position[r] for r in wanted])
+            )
+        scores = score_rows(self.model, clip_text, rows, self.device, state)
         ranked = np.argsort(-scores.score, kind="stable")[:k]
         best = scores.best_frame()
         out = []

@@ -198,3 +198,43 @@ def test_a_stale_index_is_still_refused(indexed, tmp_path):
     extract(tmp_path / "more", work)
     with pytest.raises(WorkdirError, match="stale"):
         Searcher(work, load_config("tiny"))
+
+
+@pytest.fixture(scope="module")
+def headed(tmp_path_factory):
+    from serving import index_with_random_heads
+    from synthetic_features import make_feature_workdir
+
+    work, _ = make_feature_workdir(tmp_path_factory.mktemp("headed"), videos=60)
+    index_with_random_heads(work)
+    return work
+
+
+def test_kept_video_states_score_as_computing_them_afresh(headed):
+    from gais_pipe.index.prepared import PreparedStates
+
+    afresh = Searcher(headed, load_config("tiny", ["query.state_cache_mb=0"]))
+    kept = Searcher(headed, load_config("tiny"))
+    small = Searcher(headed, load_config("tiny"))
+    row_bytes = sum(
+        v[0].numel() * v.element_size() for v in vars(small.model.prepare(_batch(small, [0]))).values() if v is not None
+    )
+    small.prepared = PreparedStates(small.model, 12 * row_bytes, int(small.index.ntotal))  # room for 12 videos
+    texts = ["a video of red shapes with a siren", "blue things moving while rain plays", "green and a piano"]
+    for text in texts * 2:
+        for rerank_k in (5, 10, 40):
+            expected = afresh.search_frames(text, 5, rerank_k)
+            for searcher in (kept, small):
+                got = searcher.search_frames(text, 5, rerank_k)
+                assert [h.video for h, _ in got] == [h.video for h, _ in expected]
+                for (hit, frames), (same, same_frames) in zip(got, expected):
+                    assert hit.score == pytest.approx(same.score, abs=1e-5)
+                    np.testing.assert_allclose(frames.attention, same_frames.attention, atol=1e-5)
+    assert afresh.prepared.capacity == 0 and kept.prepared.capacity == 60 and 40 <= len(kept.prepared.slots) <= 60
+    assert small.prepared.capacity == 12 and len(small.prepared.slots) <= 12  # 40 candidates: none kept for them
+
+
+def _batch(searcher, rows):
+    from gais_pipe.index.rerank import video_batch
+
+    return video_batch(searcher.store.rows(np.array(rows)), searcher.device)
