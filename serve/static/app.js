@@ -63,12 +63,17 @@ function gateRow(frames) {
   );
 }
 
+// Attention sums to 1 over the frames: drawn on an absolute scale where an even share (1/T) is half
+// strength and twice that is full, so near-even attention looks even. Zero-shot cosines have no such
+// scale: drawn from the lowest to the highest frame.
 function attentionRow(frames) {
   const values = frames.attention;
-  const low = frames.attention_label === "attention" ? 0 : Math.min(...values);
+  const count = values.length;
+  const low = Math.min(...values);
   const span = Math.max(...values) - low || 1;
+  const strength = frames.attention_label === "attention" ? (a) => Math.min(1, (a * count) / 2) : (a) => (a - low) / span;
   return cellRow(
-    values.map((a) => (a - low) / span),
+    values.map(strength),
     (a) => `rgba(31, 100, 200, ${0.08 + 0.92 * a})`,
     (f) => `${frames.times[f].toFixed(1)} s: ${frames.attention_label} ${values[f].toFixed(3)}`,
   );
