@@ -1,3 +1,3 @@
-from gais_pipe.cli import app
+from gais_pipe.cli import main
 
-app()
+main()

@@ -238,3 +238,14 @@ def _batch(searcher, rows):
     from gais_pipe.index.rerank import video_batch
 
     return video_batch(searcher.store.rows(np.array(rows)), searcher.device)
+
+
+def test_the_query_command_exits_with_its_code_and_all_of_its_output(indexed):
+    """`query` ends without the interpreter's teardown (os._exit): nothing it printed may be lost."""
+    command = [sys.executable, "-m", "gais_pipe", "query"]
+    done = subprocess.run([*command, "a grey picture", "-w", str(indexed), "--json", "-k", "2"], capture_output=True)
+    assert done.returncode == 0 and len(json.loads(done.stdout)["results"]) == 2
+    table = subprocess.run([*command, "a grey picture", "-w", str(indexed)], capture_output=True, text=True)
+    assert table.returncode == 0 and table.stdout.rstrip().endswith("┘")  # the table's last line
+    refused = subprocess.run([*command, "  ", "-w", str(indexed)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "empty query" in refused.stderr
