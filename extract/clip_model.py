@@ -102,7 +102,11 @@ def resolve_checkpoint(clip_cfg: dict, models_dir: Path) -> tuple[Path, bool]:
     return Path(file), bool(pretrained_cfg.get("quick_gelu", False))
 
 
-def load_clip(clip_cfg: dict, models_dir: Path, device: torch.device | str = "cpu") -> LoadedClip:
+def load_clip(
+    clip_cfg: dict, models_dir: Path, device: torch.device | str = "cpu", sha256: str | None = None
+) -> LoadedClip:
+    """The whole model from one checkpoint file; `sha256` is the file's hash when the caller has already
+    computed it (a 600 MB file costs a second to hash)."""
     register_bundled_architectures()
     name = clip_cfg["model"]
     if name not in open_clip.list_models():
@@ -123,7 +127,8 @@ def load_clip(clip_cfg: dict, models_dir: Path, device: torch.device | str = "cp
         "model": name,
         "pretrained": str(clip_cfg["pretrained"]),
         "file": str(file),
-        "sha256": sha256_file(file),
+        "sha256": sha256 or sha256_file(file),
+        "quick_gelu": quick_gelu,  # forced by the pretrained tag: a text tower built later must match
     }
     return LoadedClip(
         model=model,

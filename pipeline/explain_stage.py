@@ -9,20 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from gais_pipe.extract.probe import probe
 from gais_pipe.extract.video_frames import sample_frames
 from gais_pipe.index.search import Searcher
-from gais_pipe.retrieval.heads import VideoBatch
 
 
 def find_row(searcher: Searcher, video: str) -> int:
+    if video in searcher.rows_by_id:
+        return searcher.rows_by_id[video]
     for row, entry in enumerate(searcher.videos):
-        if video in (entry["id"], entry["path"]) or (
-            entry["path"] and Path(entry["path"]).resolve() == Path(video).resolve()
-        ):
+        if entry["path"] and (video == entry["path"] or Path(entry["path"]).resolve() == Path(video).resolve()):
             return row
     raise KeyError(f"{video}: not in the index (give its id as `gais-pipe info` lists it, or its path)")
 
@@ -42,33 +39,28 @@ class Explanation:
     attention_label: str
 
 
-@torch.no_grad()
 def explain(searcher: Searcher, text: str, video: str) -> Explanation:
+    """The figure's data, scored exactly as the search scores it (`gais_pipe.index.rerank`)."""
     if not text.strip():
         raise ValueError("empty query")
     row = find_row(searcher, video)
     entry = searcher.videos[row]
-    rows = searcher.store.rows(np.array([row]))
-    frames = torch.from_numpy(rows["frame_features"]).float()
-    mask = rows["audio_mask"][0]
-    clip_text = torch.from_numpy(searcher.encoder.encode([text]))
-    if searcher.model is not None:
-        batch = VideoBatch(frames, torch.from_numpy(rows["audio_features"]), torch.from_numpy(rows["audio_mask"]))
-        result = searcher.model(clip_text.to(searcher.device), batch.to(searcher.device), with_stage1=False)
-        gates = result.pooled.gates[0, 0].cpu().numpy()
-        attention = result.pooled.attention[0, 0].cpu().numpy()
-        score, attention_label = float(result.full[0, 0]), "attention"
-    else:  # zero-shot: no gate; how similar each frame is to the query instead of attention
-        gates = None
-        similarity = torch.einsum("d,td->t", F.normalize(clip_text[0], dim=-1), F.normalize(frames[0], dim=-1))
-        attention = similarity.numpy()
-        score, attention_label = float(similarity.mean()), "cos(query, frame)"
+    scores = searcher.score_video(text, row)
     thumbnails = None
     if entry["path"] and Path(entry["path"]).exists():
         path = Path(entry["path"])
-        thumbnails = sample_frames(path, probe(path), len(attention), 96).pixels
-    times = rows["frame_times"][0]
-    return Explanation(text, entry["id"], score, times, thumbnails, gates, mask, attention, attention_label)
+        thumbnails = sample_frames(path, probe(path), scores.attention.shape[1], 96).pixels
+    return Explanation(
+        text,
+        entry["id"],
+        float(scores.score[0]),
+        scores.times[0],
+        thumbnails,
+        None if scores.gates is None else scores.gates[0],
+        scores.mask[0],
+        scores.attention[0],
+        scores.attention_label,
+    )
 
 
 def run_explain(searcher: Searcher, text: str, video: str, out: Path) -> Path:

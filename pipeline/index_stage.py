@@ -20,7 +20,6 @@ from gais_pipe.index.layout import read_record
 from gais_pipe.index.store import COLUMNS, RerankStore
 from gais_pipe.retrieval.checkpoints import latest_checkpoint, load_head
 from gais_pipe.workdir import Workdir, WorkdirError, read_features, write_json_atomically
-from gais_pipe.workdir.hashing import sha256_file
 from gais_pipe.workdir.shards import read_attrs
 
 
@@ -50,10 +49,11 @@ def run_build_index(workdir: Path, config: dict, checkpoint: Path | None = None,
         "feature_hash": features["feature_hash"],
         "mode": "stage1" if model is not None else "zero-shot",
         "checkpoint": str(path) if path else None,
-        "checkpoint_sha256": sha256_file(path) if path else None,
+        "checkpoint_sha256": work.sha256(path) if path else None,
     }
     folder = work.index_dir
     store = RerankStore(folder / "store")
+    manifest = work.manifest_digest()  # before reading the shards: a shard added meanwhile makes it differ
     located = work.rows()
     previous = read_record(work)
     indexed = store.videos() if previous and store.exists() else []
@@ -113,6 +113,7 @@ def run_build_index(workdir: Path, config: dict, checkpoint: Path | None = None,
         "added": len(new_ids),
         "incremental": incremental,
         "seconds": time.perf_counter() - started,
+        "manifest": manifest,  # the shards this index saw: a query compares it instead of opening them
     }
     write_json_atomically(folder / "record.json", record)
     return record

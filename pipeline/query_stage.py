@@ -33,6 +33,7 @@ def run_query(
     checkpoint: Path | None = None,
     json_output: bool = False,
 ) -> None:
+    set_search_threads(config)
     searcher = Searcher(workdir, config, checkpoint)
     k = k or int(config["query"]["k"])
     rerank_k = rerank_k if rerank_k is not None else int(config["query"]["rerank_k"])
@@ -42,6 +43,14 @@ def run_query(
             print(json.dumps({"query": text, "results": hits_as_dicts(hits)}))
         else:
             Console().print(hits_table(text, hits, searcher.record["identity"]["mode"]))
+
+
+def set_search_threads(config: dict) -> None:
+    import torch
+
+    threads = int(config["query"]["torch_threads"])
+    if threads > 0:
+        torch.set_num_threads(threads)
 
 
 def hits_table(text: str, hits: list[Hit], mode: str) -> Table:

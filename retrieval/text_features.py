@@ -3,6 +3,9 @@
 The workdir records the image tower's checkpoint file and sha256; the text tower is loaded from that
 file and the hash is checked, so frame and text embeddings always share one CLIP. Embeddings are
 cached in <workdir>/text_features.h5 by caption text and reused by later runs.
+
+Only the text tower is loaded (`clip_text`), without importing open_clip, where the architecture and
+file allow; otherwise the whole open_clip model. The checkpoint's hash is the workdir's cached one.
 """
 
 from __future__ import annotations
@@ -10,15 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
-import open_clip
 import torch
 
-from gais_pipe.extract.clip_model import load_clip
 from gais_pipe.extract.weights import WeightsUnavailable
 from gais_pipe.workdir import Workdir, WorkdirError
-from gais_pipe.workdir.hashing import sha256_file
+
+from .clip_text import load_text_tower, trim_bpe_cache
 
 
 class TextEncoder:
@@ -32,14 +33,24 @@ class TextEncoder:
             raise WeightsUnavailable(
                 f"{file}: the CLIP checkpoint that made this workdir's features is gone; pass --clip-weights PATH"
             )
-        if sha256_file(file) != clip["sha256"]:
+        if work.sha256(file) != clip["sha256"]:
             raise WorkdirError(
                 f"{file}: sha256 differs from the checkpoint that made this workdir's frame features "
                 f"({clip['sha256'][:12]})"
             )
         self.sha256 = clip["sha256"]
-        self.clip = load_clip({"model": clip["model"], "pretrained": str(file)}, work.models_dir, device)
-        self.tokenizer = open_clip.get_tokenizer(clip["model"])
+        loaded = load_text_tower(clip["model"], clip["pretrained"], file, clip.get("quick_gelu"))
+        if loaded is not None:
+            tower, self.tokenizer = loaded
+            self.encode_tokens, self.embed_dim = tower.to(device), tower.embed_dim
+        else:
+            import open_clip
+
+            from gais_pipe.extract.clip_model import load_clip
+
+            full = load_clip({"model": clip["model"], "pretrained": str(file)}, work.models_dir, device, self.sha256)
+            self.encode_tokens, self.embed_dim = full.model.encode_text, full.embed_dim
+            self.tokenizer = open_clip.get_tokenizer(clip["model"])
         self.device = device
         self.cache_path = work.root / "text_features.h5"
 
@@ -50,12 +61,15 @@ class TextEncoder:
         for start in range(0, len(texts), batch):
             tokens = self.tokenizer(texts[start : start + batch]).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
-                out.append(self.clip.model.encode_text(tokens).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.clip.embed_dim), np.float32)
+                out.append(self.encode_tokens(tokens).float().cpu().numpy())
+        trim_bpe_cache(self.tokenizer)
+        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
     def _read_cache(self) -> tuple[list[str], np.ndarray]:
+        import h5py
+
         if not self.cache_path.exists():
-            return [], np.zeros((0, self.clip.embed_dim), np.float16)
+            return [], np.zeros((0, self.embed_dim), np.float16)
         with h5py.File(self.cache_path, "r") as handle:
             if handle.attrs["clip_sha256"] != self.sha256:
                 raise WorkdirError(f"{self.cache_path}: made with another CLIP checkpoint; delete it to re-encode")
@@ -67,6 +81,8 @@ class TextEncoder:
         known = {text: i for i, text in enumerate(cached_texts)}
         new = sorted({t for t in texts if t not in known})
         if new:
+            import h5py
+
             embeddings = self.encode(new).astype(np.float16)
             cached_texts += new
             cached = np.concatenate([cached, embeddings])

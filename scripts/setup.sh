@@ -19,6 +19,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ ${#APT_PACKAGES[@]} 
 elif [ ${#APT_PACKAGES[@]} -gt 0 ]; then
   echo "setup: not installed (needs root and apt-get): ${APT_PACKAGES[*]}; the tests that need them will skip" >&2
 fi
+# A headless browser for the search page's test (Debian's chromium and its chromedriver; Selenium is told
+# their paths, never downloads a browser). Optional: that test skips where they are missing.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null) \
+    || echo "setup: chromium not installed; the search page's browser test will skip" >&2
+fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e ".[cpu,dev]"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = {"workdir": "workdir", "extract": "extract", "retrieval": "retrieval", "index": "index"}
+FOLDERS = {"workdir": "workdir", "extract": "extract", "retrieval": "retrieval", "index": "index", "serve": "serve"}
 # What each library folder may import from gais_pipe (besides itself). config and distributed are the
 # two shared basics that live in pipeline/ (the gais_pipe package root).
 ALLOWED = {
@@ -15,6 +15,14 @@ ALLOWED = {
     "extract": {"gais_pipe.config", "gais_pipe.distributed", "gais_pipe.workdir"},
     "retrieval": {"gais_pipe.config", "gais_pipe.distributed", "gais_pipe.workdir", "gais_pipe.extract"},
     "index": {"gais_pipe.config", "gais_pipe.distributed", "gais_pipe.workdir", "gais_pipe.retrieval"},
+    "serve": {
+        "gais_pipe.config",
+        "gais_pipe.distributed",
+        "gais_pipe.workdir",
+        "gais_pipe.extract",
+        "gais_pipe.retrieval",
+        "gais_pipe.index",
+    },
 }
 
 

@@ -10,10 +10,12 @@
       text_features.h5 cached CLIP text features of captions (train, eval)
       runs/NAME/       checkpoints, metrics and curves of one training run (train)
       index/           FAISS index, its record and the re-rank store (build-index)
+      hashes.json      sha256 of weight files by (path, size, mtime), so each is hashed once
+      thumbnails/      frame strips of indexed videos, made once for the search page (serve)
 
 Modules: `ledger` (identity, manifest, locks, failures), `features` (reading rows), `shards` (the
 HDF5 format and its readers), `files` (temp file + rename writes, JSON reads that name the file),
-`hashing` (weights' sha256).
+`hashing` (weights' sha256, cached).
 """
 
 from .features import RowRef, read_features

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ from gais_pipe.config import differing_keys
 
 from .features import RowRef
 from .files import read_json, write_json_atomically
+from .hashing import sha256_cached
 from .shards import read_attrs, read_index
 
 
@@ -36,6 +38,7 @@ class Workdir:
         self.text_features_path = self.root / "text_features.h5"
         self.runs_dir = self.root / "runs"
         self.index_dir = self.root / "index"
+        self.hashes_path = self.root / "hashes.json"
 
     def create(self) -> None:
         for folder in (self.features_dir, self.models_dir, self.locks_dir):
@@ -149,6 +152,17 @@ class Workdir:
             if notes:
                 write_json_atomically(self.manifest_path, manifest)
         return notes
+
+    def manifest_digest(self) -> str:
+        """A fingerprint of the shard list. Shards are written once and never changed, so while it stays
+        the same so does every video's row: a reader can tell nothing was extracted since it last looked
+        without opening any shard."""
+        entries = [(e["file"], e["videos"]) for e in self._read_manifest()["shards"]]
+        return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+    def sha256(self, path: Path) -> str:
+        """A weights file's sha256, hashed once per (path, size, mtime) and cached in hashes.json."""
+        return sha256_cached(path, self.hashes_path)
 
     def shards(self) -> list[Path]:
         return [self.features_dir / e["file"] for e in self._read_manifest()["shards"]]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
+
+# h5py is imported where used: a query process that opens no shard never pays for it.
 
 FORMAT_VERSION = 1
 # One column per field of the extractor's FeatureRow, in that order (a test holds them equal).
@@ -33,6 +34,8 @@ INDEX_FIELDS = ("video_id", "file_size", "file_mtime")
 
 def read_index(path: Path) -> dict[str, np.ndarray]:
     """Only the small columns that say which video each row is (for skipping and lookup)."""
+    import h5py
+
     with h5py.File(path, "r") as handle:
         return {
             "video_id": handle["video_id"].asstr()[()],
@@ -42,6 +45,8 @@ def read_index(path: Path) -> dict[str, np.ndarray]:
 
 
 def read_attrs(path: Path) -> dict:
+    import h5py
+
     with h5py.File(path, "r") as handle:
         return dict(handle.attrs)
 
@@ -50,6 +55,8 @@ def read_rows(
     path: Path, rows: np.ndarray | slice = slice(None), names: list[str] | None = None
 ) -> dict[str, np.ndarray]:
     """Columns of a shard, all rows or the chosen (sorted) ones."""
+    import h5py
+
     with h5py.File(path, "r") as handle:
         out = {}
         for name in names or ROW_FIELDS:
