@@ -23,7 +23,7 @@ def describe(root: Path, console: Console) -> dict:
         "feature hash": record["feature_hash"],
         "frames per video": record["identity"]["features"]["frames"],
         "image encoder": f"{record['clip']['model']} ({record['clip']['pretrained']}), sha256 "
-        "{record['clip']['sha256'][:12]}, {record['identity']['embed_dim']}-d",
+        f"{record['clip']['sha256'][:12]}, {record['identity']['embed_dim']}-d",
         "audio encoder": f"{record['audio']['encoder']}"
         + (f", sha256 {record['audio']['sha256'][:12]}" if record["audio"].get("sha256") else " (weight-free)")
         + f", {record['identity']['audio_dim']}-d",

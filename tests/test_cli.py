@@ -1,5 +1,7 @@
 """The command line as a user meets it: exit codes, one-line errors, the summary and `info`."""
 
+import json
+
 import pytest
 from media import make_video
 from typer.testing import CliRunner
@@ -22,6 +24,9 @@ def test_extract_then_info(tmp_path):
     assert info.exit_code == 0, info.output
     for expected in ("gais-tiny-vit", "logmel", "videos", "failures"):
         assert expected in info.output
+    record = json.loads((tmp_path / "w/workdir.json").read_text())
+    assert f"sha256 {record['clip']['sha256'][:12]}, {record['identity']['embed_dim']}-d" in info.output
+    assert "{" not in info.output  # no template left unfilled
     assert "broken.mp4" in info.output
 
 
