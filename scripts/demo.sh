@@ -15,8 +15,10 @@ $G extract "$DEMO/synthetic/videos" --workdir "$DEMO/work" --config tiny --quiet
 $G train --workdir "$DEMO/work" --captions "$DEMO/synthetic/captions.jsonl" --run-name demo --quiet
 $G eval --workdir "$DEMO/work" --checkpoint "$DEMO/work/runs/demo/best.safetensors" --split test
 $G build-index --workdir "$DEMO/work"
-$G query "a red circle moving from left to right while high beeps plays" --workdir "$DEMO/work" -k 5
-$G query "a blue square standing still" --workdir "$DEMO/work" -k 5
+# Two captions in the collection's own words: a red circle with beeps (test split), and a blue square whose
+# sound twin (same pixels) says "seven" instead of "banana".
+$G query "a red circle bouncing up and down on a white background, while high beeps plays" --workdir "$DEMO/work" -k 5
+$G query "a blue square standing still on a black background, while a voice saying banana plays" --workdir "$DEMO/work" -k 5
 first=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))[0]['video'])" "$DEMO/synthetic/videos.json")
 $G explain "a video with a low hum" "$first" --workdir "$DEMO/work" --out "$DEMO/explain.png"
 
