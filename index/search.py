@@ -8,6 +8,7 @@ much the answer leaned on sound (the mean audio gate over the frames that have s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,10 +22,11 @@ from gais_pipe.retrieval.heads import VideoBatch
 from gais_pipe.retrieval.text_features import TextEncoder
 from gais_pipe.workdir import Workdir, WorkdirError
 from gais_pipe.workdir.hashing import sha256_file
+from gais_pipe.workdir.shards import read_attrs
 
-from . import faiss_index
 from .embeddings import video_embeddings
-from .layout import read_record
+from .layout import current_generation, read_record
+from .searchable import open_index
 from .store import RerankStore
 
 
@@ -38,13 +40,31 @@ class Hit:
     audio_gate: float | None  # mean gate over frames with sound; None without sound or without heads
 
 
+class VideoList(Sequence):
+    """The indexed videos' metadata as a lazy sequence: `videos[row]` is one SQLite lookup and
+    `len(videos)` costs nothing, so a 10M-video index is never loaded whole."""
+
+    def __init__(self, store: RerankStore):
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self.store.video(r) for r in range(*row.indices(len(self)))]
+        row = int(row)
+        return self.store.video(row + len(self) if row < 0 else row)
+
+
 class Searcher:
     def __init__(self, workdir: Path, config: dict, checkpoint: Path | None = None):
         self.work = Workdir(workdir)
         self.config = config
         self.device = resolve_device(config["runtime"]["device"])
+        folder = current_generation(self.work)
         record = read_record(self.work)
-        if record is None or not (self.work.index_dir / "videos.faiss").exists():
+        if folder is None or record is None:
             raise WorkdirError(f"{workdir}: no index; run `gais-pipe build-index` first")
         features = self.work.identity()
         if features is None or features["feature_hash"] != record["identity"]["feature_hash"]:
@@ -52,14 +72,7 @@ class Searcher:
                 f"{workdir}: the index was built from other features than the workdir holds; run `gais-pipe "
                 "build-index`"
             )
-        self.store = RerankStore(self.work.index_dir / "store")
-        self.videos = self.store.videos()
-        located = self.work.rows()
-        stale = len(set(located) - {v["id"] for v in self.videos}) + sum(
-            1
-            for v in self.videos
-            if v["id"] in located and (located[v["id"]].size, located[v["id"]].mtime) != (v["size"], v["mtime"])
-        )
+        stale = _stale_videos(self.work, record)
         if stale:
             raise WorkdirError(
                 f"{workdir}: the index is stale ({stale} videos extracted or changed since it was built); run "
@@ -74,10 +87,13 @@ class Searcher:
                 f"{'zero-shot' if indexed_checkpoint is None else 'from ' + indexed_checkpoint}; "
                 f"run `gais-pipe build-index --checkpoint {checkpoint}`"
             )
+        self.store = RerankStore(folder / "store")
+        self.store.open_all()  # open now: a later build may remove this generation's folder
+        self.videos = VideoList(self.store)
         self.model = None
         if indexed_checkpoint is not None:
             self.model, _, _ = load_head(self.work, Path(indexed_checkpoint), self.device)
-        self.index = faiss_index.to_device(faiss_index.load(self.work.index_dir / "videos.faiss"), config["index"])
+        self.index = open_index(folder, record, self.store, self.device, config["index"])
         self.encoder = TextEncoder(self.work, self.device)
         self.record = record
 
@@ -115,17 +131,30 @@ class Searcher:
             }
         times = {row: rows["frame_times"][i] for i, row in enumerate(order.tolist())}
         ranked = sorted(final, key=lambda row: -final[row])[:k]
+        entries = [self.videos[row] for row in ranked]
         return [
             Hit(
                 rank + 1,
                 float(final[row]),
-                self.videos[row]["id"],
-                self.videos[row]["path"],
+                entry["id"],
+                entry["path"],
                 float(times[row][moments[row]]),
                 gates.get(row),
             )
-            for rank, row in enumerate(ranked)
+            for rank, (row, entry) in enumerate(zip(ranked, entries))
         ]
+
+
+def _stale_videos(work: Workdir, record: dict) -> int:
+    """Videos extracted or changed since the index was built. Shards are immutable and every
+    extraction of a new or changed video writes a new one, so comparing the shard lists is exact and
+    costs nothing per video: the count is the videos of the shards added (or, when a shard is gone,
+    the index's whole count, since its videos need indexing again)."""
+    indexed = set(record.get("shards", []))
+    shards = work.shards()
+    if indexed - {s.name for s in shards}:
+        return int(record["count"])
+    return sum(int(read_attrs(s).get("videos", 1)) for s in shards if s.name not in indexed)
 
 
 def hits_as_dicts(hits: list[Hit]) -> list[dict]:

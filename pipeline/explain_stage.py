@@ -19,12 +19,10 @@ from gais_pipe.retrieval.heads import VideoBatch
 
 
 def find_row(searcher: Searcher, video: str) -> int:
-    for row, entry in enumerate(searcher.videos):
-        if video in (entry["id"], entry["path"]) or (
-            entry["path"] and Path(entry["path"]).resolve() == Path(video).resolve()
-        ):
-            return row
-    raise KeyError(f"{video}: not in the index (give its id as `gais-pipe info` lists it, or its path)")
+    row = searcher.store.find(video)
+    if row is None:
+        raise KeyError(f"{video}: not in the index (give its id as `gais-pipe info` lists it, or its path)")
+    return row
 
 
 @dataclass
