@@ -322,3 +322,49 @@ class _Weights(torch.nn.Module):
 
     def state_dict(self, *args, **kwargs):
         return self.tensors
+
+
+def test_build_reads_shards_in_chunks_and_fills_segments(extracted, monkeypatch):
+    import gais_pipe.index_stage as stage
+
+    _, work = extracted
+    calls = []
+    real = stage.read_rows
+
+    def counting(path, rows=slice(None), names=None):
+        if not isinstance(rows, slice):
+            calls.append(len(rows))
+        return real(path, rows, names)
+
+    monkeypatch.setattr(stage, "read_rows", counting)
+    config = load_config("tiny", ["index.build_chunk=2", "index.segment_rows=2"])
+    run_build_index(work, config)
+    assert calls and max(calls) <= 2  # never more than a chunk of per-frame features at once
+    store = current_store(work)
+    assert [s.count for s in store.segments()] == [2, 1]
+    stored = read_features(Workdir(work), ["frame_features"], [v["id"] for v in store.videos()])
+    np.testing.assert_array_equal(store.rows(np.arange(3))["frame_features"], stored["frame_features"])
+
+
+def test_a_killed_build_leaves_the_previous_index_usable(extracted, monkeypatch):
+    _, work = extracted
+    config = load_config("tiny")
+    run_build_index(work, config)
+    before = layout.current_generation(Workdir(work))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(faiss_index, "add_blocks", killed)
+    other = load_config("tiny", ["index.type=ivf-flat"])  # same videos, another kind: the index is rebuilt
+    with pytest.raises(KeyboardInterrupt):
+        run_build_index(work, other)
+    assert layout.current_generation(Workdir(work)) == before
+    assert [p.name for p in (work / "index").glob("*.building")] == ["g000002.building"]
+    hits = Searcher(work, config).search("a grey picture", k=3, rerank_k=3)
+    assert len(hits) == 3
+    monkeypatch.undo()
+    record = run_build_index(work, other)  # the next build cleans the abandoned one up
+    assert record["kind"] == "ivf-flat" and record["incremental"] and record["added"] == 0
+    assert not list((work / "index").glob("*.building"))
+    assert Searcher(work, other).search("a grey picture", k=2, rerank_k=3)[0].rank == 1
