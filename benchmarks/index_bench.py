@@ -98,6 +98,56 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _blocks(base_path: Path, first: int = 0):
+    from gais_pipe.index.store import read_npy_rows
+
+    count = np.load(base_path, mmap_mode="r").shape[0]
+    for start in range(first, count, 65536):
+        yield start, read_npy_rows(base_path, start, min(count, start + 65536)).astype(np.float32)
+
+
+def build_case(base_path: Path, kind: str, cfg: dict, gpu: bool) -> tuple:
+    """(searchable inner index, choice, bytes, where it runs, its top-k cap), streamed from the file."""
+    import torch
+
+    from gais_pipe.index import faiss_index
+    from gais_pipe.index.gpu import GPU_MAX_K, gpu_status, placement, to_device
+    from gais_pipe.index.searchable import ExactIndex
+
+    count, dim = np.load(base_path, mmap_mode="r").shape
+    device = torch.device("cuda", 0) if gpu else torch.device("cpu")
+    if kind == "flat":
+
+        class _Store:  # the base file as a store for ExactIndex
+            def __len__(self):
+                return count
+
+            def iter_embeddings(self):
+                return _blocks(base_path)
+
+        return (
+            ExactIndex(_Store(), device),
+            faiss_index.Choice("flat", "exact"),
+            count * dim * (2 if gpu else 4),
+            str(device),
+            None,
+        )
+    choice = faiss_index.choose_kind(count, dim, {**cfg, "type": kind}, gpu_present=gpu)
+    inner = faiss_index.new_index(choice, dim, cfg)
+    rows = faiss_index.training_rows(count, max(choice.lists, 1), cfg)
+    sample = np.concatenate([b[rows[(rows >= s) & (rows < s + len(b))] - s] for s, b in _blocks(base_path)])
+    faiss_index.train(inner, sample, 0 if gpu else None)
+    del sample
+    faiss_index.add_blocks(inner, _blocks(base_path))
+    with tempfile.NamedTemporaryFile(dir=base_path.parent, suffix=".faiss") as tmp:
+        faiss_index.save(inner, Path(tmp.name))
+        size = Path(tmp.name).stat().st_size
+    if not gpu:
+        return inner, choice, size, "cpu", None
+    inner, place = to_device(inner, placement(choice.kind, choice.code_bytes, device, True, gpu_status()))
+    return inner, choice, size, place.note, (GPU_MAX_K if place.gpu is not None else None)
+
+
 def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, overrides: dict, gpu: bool) -> dict:
     """Build one index from the base file and measure it (runs in its own process). With `gpu`: exact
     search with torch on GPU 0, k-means on it, and the faiss index searched there where it can be."""
@@ -105,53 +155,19 @@ def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, o
 
     from gais_pipe.config import load_config
     from gais_pipe.index import faiss_index
-    from gais_pipe.index.gpu import GPU_MAX_K, gpu_status, placement, to_device
     from gais_pipe.index.searchable import VideoIndex
-    from gais_pipe.index.store import read_npy_rows
 
     torch.set_num_threads(os.cpu_count() or 1)
     base = np.load(base_path, mmap_mode="r")
-    count, dim = base.shape
     queries, truth = np.load(queries_path), np.load(truth_path)
     cfg = {**load_config("tiny")["index"], "exact_max": 0, **overrides}
-    device = torch.device("cuda", 0) if gpu else torch.device("cpu")
-    where, max_k = str(device), None
     started = time.perf_counter()
-
-    def blocks(first=0):
-        for start in range(first, count, 65536):
-            yield start, read_npy_rows(base_path, start, min(count, start + 65536)).astype(np.float32)
-
-    if kind == "flat":
-        from gais_pipe.index.searchable import ExactIndex
-
-        class _Store:  # the base file as a store for ExactIndex
-            def __len__(self):
-                return count
-
-            def iter_embeddings(self):
-                return blocks()
-
-        inner, choice = ExactIndex(_Store(), device), faiss_index.Choice("flat", "exact")
-        size = count * dim * (2 if gpu else 4)
-    else:
-        choice = faiss_index.choose_kind(count, dim, {**cfg, "type": kind}, gpu_present=gpu)
-        inner = faiss_index.new_index(choice, dim, cfg)
-        rows = faiss_index.training_rows(count, max(choice.lists, 1), cfg)
-        sample = np.concatenate([b[rows[(rows >= s) & (rows < s + len(b))] - s] for s, b in blocks()])
-        faiss_index.train(inner, sample, 0 if gpu else None)
-        faiss_index.add_blocks(inner, blocks())
-        with tempfile.NamedTemporaryFile(dir=base_path.parent, suffix=".faiss") as tmp:
-            faiss_index.save(inner, Path(tmp.name))
-            size = Path(tmp.name).stat().st_size
-        if gpu:
-            inner, place = to_device(inner, placement(choice.kind, choice.code_bytes, device, True, gpu_status()))
-            where, max_k = place.note, (GPU_MAX_K if place.gpu is not None else None)
+    inner, choice, size, where, max_k = build_case(base_path, kind, cfg, gpu)
     build_s = time.perf_counter() - started
 
     def rescore(rows: np.ndarray) -> np.ndarray:
         order = np.argsort(rows)
-        out = np.empty((len(rows), dim), np.float32)
+        out = np.empty((len(rows), base.shape[1]), np.float32)
         out[order] = base[rows[order]]
         return out
 
@@ -164,9 +180,8 @@ def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, o
         _, ids = index.search(query[None], 10)
         times.append((time.perf_counter() - t0) * 1000)
         found.append(ids[0])
-    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
     return {
-        "videos": count,
+        "videos": len(base),
         "kind": choice.kind,
         "asked": kind,
         "lists": choice.lists,
@@ -178,7 +193,7 @@ def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, o
         "index_mib": size / 2**20,
         "p50_ms": float(np.percentile(times, 50)),
         "p99_ms": float(np.percentile(times, 99)),
-        "recall@10_vs_exact": recall,
+        "recall@10_vs_exact": float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])),
         "reason": choice.reason,
         "where": where,
         "load_average": os.getloadavg(),
