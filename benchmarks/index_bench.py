@@ -148,7 +148,7 @@ def build_case(base_path: Path, kind: str, cfg: dict, gpu: bool) -> tuple:
     return inner, choice, size, place.note, (GPU_MAX_K if place.gpu is not None else None)
 
 
-def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, overrides: dict, gpu: bool) -> dict:
+def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, overrides: dict, gpu: bool) -> list:
     """Build one index from the base file and measure it (runs in its own process). With `gpu`: exact
     search with torch on GPU 0, k-means on it, and the faiss index searched there where it can be."""
     import torch
@@ -160,6 +160,7 @@ def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, o
     torch.set_num_threads(os.cpu_count() or 1)
     base = np.load(base_path, mmap_mode="r")
     queries, truth = np.load(queries_path), np.load(truth_path)
+    sweep = overrides.pop("nprobe_sweep", None)
     cfg = {**load_config("tiny")["index"], "exact_max": 0, **overrides}
     started = time.perf_counter()
     inner, choice, size, where, max_k = build_case(base_path, kind, cfg, gpu)
@@ -173,31 +174,45 @@ def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, o
 
     refine = int(cfg["refine_factor"]) if choice.kind in faiss_index.REFINED else 0
     index = VideoIndex(inner, rescore if refine else None, max(refine, 1), max_k=max_k)
-    index.search(queries[:5], 10)  # warm
+    rows = []
+    for nprobe in (sweep if sweep and hasattr(inner, "nprobe") else None) or [int(cfg["ivf_nprobe"])]:
+        if hasattr(inner, "nprobe"):
+            inner.nprobe = nprobe
+        p50, p99, recall = measure(index, queries, truth)
+        rows.append(
+            {
+                "videos": len(base),
+                "kind": choice.kind,
+                "asked": kind,
+                "lists": choice.lists,
+                "code_bytes": choice.code_bytes,
+                "nprobe": nprobe if choice.kind.startswith("ivf") else None,
+                "refine_factor": refine,
+                "build_s": build_s,
+                "peak_rss_mib": peak_rss_mib(),
+                "index_mib": size / 2**20,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "recall@10_vs_exact": recall,
+                "reason": choice.reason,
+                "where": where,
+                "load_average": os.getloadavg(),
+            }
+        )
+    return rows
+
+
+def measure(index, queries: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+    """p50 and p99 latency (ms, one query at a time, after a warm-up) and recall@10 against exact."""
+    index.search(queries[:5], 10)
     times, found = [], []
     for query in queries:
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         _, ids = index.search(query[None], 10)
-        times.append((time.perf_counter() - t0) * 1000)
+        times.append((time.perf_counter() - started) * 1000)
         found.append(ids[0])
-    return {
-        "videos": len(base),
-        "kind": choice.kind,
-        "asked": kind,
-        "lists": choice.lists,
-        "code_bytes": choice.code_bytes,
-        "nprobe": int(cfg["ivf_nprobe"]) if choice.kind.startswith("ivf") else None,
-        "refine_factor": refine,
-        "build_s": build_s,
-        "peak_rss_mib": peak_rss_mib(),
-        "index_mib": size / 2**20,
-        "p50_ms": float(np.percentile(times, 50)),
-        "p99_ms": float(np.percentile(times, 99)),
-        "recall@10_vs_exact": float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])),
-        "reason": choice.reason,
-        "where": where,
-        "load_average": os.getloadavg(),
-    }
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99)), recall
 
 
 def index_part(args) -> list[dict]:
@@ -214,15 +229,15 @@ def index_part(args) -> list[dict]:
         print(f"# {count}: data and exact top-10 in {time.perf_counter() - started:.0f} s", flush=True)
         kinds = [k for k in args.kinds if not (k == "flat" and args.no_exact_row)]
         for kind in kinds:
-            overrides = json.loads(args.set) if args.set else {}
+            overrides = {**(json.loads(args.set) if args.set else {}), "nprobe_sweep": args.nprobes}
             command = [sys.executable, __file__, "--case", str(folder), kind, json.dumps(overrides), str(int(args.gpu))]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 print(done.stderr[-2000:], file=sys.stderr)
                 continue
-            row = {**json.loads(done.stdout.strip().splitlines()[-1]), "queries": args.query_mode}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for row in json.loads(done.stdout.strip().splitlines()[-1]):
+                rows.append({**row, "queries": args.query_mode})
+                print(json.dumps(rows[-1]), flush=True)
         for path in folder.iterdir():
             path.unlink()
         folder.rmdir()
@@ -343,6 +358,7 @@ def main() -> int:
     )
     parser.add_argument("--set", help="index config overrides as JSON, e.g. '{\"ivf_nprobe\": 64}'")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--nprobes", type=int, nargs="+", help="IVF: measure each of these nprobe values")
     parser.add_argument("--query-mode", choices=["text", "base"], default="text")
     parser.add_argument("--no-exact-row", action="store_true", help="skip the exact row (10M: 20 GB of float32)")
     parser.add_argument("--pipeline", type=int, default=0, help="videos for the build-index pipeline run")
