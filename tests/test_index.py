@@ -82,7 +82,7 @@ def text_like(vectors: np.ndarray, count: int, seed: int) -> np.ndarray:
     return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf-flat", "ivf-sq8", "ivf-pq"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf-flat", "ivf-sq8", pytest.param("ivf-pq", marks=pytest.mark.slow)])
 def test_approximate_indexes_find_most_true_neighbours(kind, tmp_path):
     centres = unit(40, 64, seed=3)  # clustered, as embeddings of real collections are
     vectors = centres[np.arange(4000) % 40] + 0.3 * unit(4000, 64)
