@@ -95,7 +95,20 @@ def exact_top(base_path: Path, queries: np.ndarray, k: int) -> np.ndarray:
 
 
 def peak_rss_mib() -> float:
+    """This process's peak RSS since its exec: VmHWM (ru_maxrss would also count the parent's pages
+    that a forked child shared before exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+_REPORT_PEAK = (
+    "import atexit, sys; from pathlib import Path; "
+    "atexit.register(lambda: print('peak-rss-kib', [l.split()[1] for l in Path('/proc/self/status').read_text()"
+    ".splitlines() if l.startswith('VmHWM:')][0], file=sys.stderr)); "
+    "sys.argv = ['gais-pipe', *sys.argv[1:]]; from gais_pipe.cli import app; app()"
+)
 
 
 def _blocks(base_path: Path, first: int = 0):
@@ -281,13 +294,13 @@ def pipeline_part(args) -> dict:
     work = make_pipeline_workdir(root, args.pipeline, args.frames, args.dim, args.audio_dim, 8192)
     made = time.perf_counter() - started
     shards = sum(p.stat().st_size for p in (work / "features").glob("*.h5"))
-    command = [sys.executable, "-m", "gais_pipe", "build-index", "-w", str(work), "--config", "tiny", "--quiet"]
+    command = [sys.executable, "-c", _REPORT_PEAK, "build-index", "-w", str(work), "--config", "tiny", "--quiet"]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(done.stdout + done.stderr)
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rss = int(done.stderr.split("peak-rss-kib")[-1].split()[0]) / 1024
     index_dir = work / "index"
     sizes = {p: p.stat().st_size for p in index_dir.rglob("*") if p.is_file()}
     result = {
@@ -301,7 +314,7 @@ def pipeline_part(args) -> dict:
         "build_index_peak_rss_mib": rss,
         "store_gb": sum(s for p, s in sizes.items() if "segments" in p.parts) / 1e9,
         "faiss_mib": sum(s for p, s in sizes.items() if p.suffix == ".faiss") / 2**20,
-        "output": done.stderr.strip().splitlines()[-2:],
+        "output": [line for line in done.stderr.strip().splitlines() if not line.startswith("peak-rss")][-2:],
     }
     print(json.dumps(result), flush=True)
     subprocess.run(["rm", "-rf", str(root)], check=True)

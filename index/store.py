@@ -218,7 +218,7 @@ class StoreWriter:
                 self._start_segment(arrays, self.remaining - done)
             take = min(self._left_in_segment, count - done)
             for name, handle in self._open.items():
-                handle.write(np.ascontiguousarray(arrays[name][done : done + take]).tobytes())
+                handle.write(np.ascontiguousarray(arrays[name][done : done + take]).data)  # no copy
             self._left_in_segment -= take
             done += take
             if self._left_in_segment == 0:
