@@ -244,6 +244,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="AAC sample rate of the test videos",
     )
     parser.add_argument("--x264-preset", default="medium", help="libx264 preset of the generated videos")
+    parser.add_argument("--size", default="320x240", help="WIDTHxHEIGHT of the generated videos (e.g. 1280x720)")
+    parser.add_argument("--gen-workers", type=int, default=1, help="processes that generate the test videos")
     parser.add_argument("--media", type=Path, help="use the videos in this folder instead of generating")
     parser.add_argument("--warmup-videos", type=int, default=4, help="videos used by each warm-up")
     parser.add_argument("--repeat", type=int, default=1, help="time each measure R times and report the fastest")
@@ -321,8 +323,19 @@ def find_videos(bench: Bench) -> tuple[Path, list[VideoRef], list[VideoRef]]:
         media = bench.tmp / "videos"
         media.mkdir()
         start = time.perf_counter()
-        for i in range(args.videos):
-            make_video(media / f"v{i:04d}.mp4", args.seconds, i, audio_rate=args.audio_rate, preset=args.x264_preset)
+        width, height = (int(v) for v in args.size.lower().split("x"))
+        jobs = [
+            (media / f"v{i:04d}.mp4", args.seconds, i, width, height, 25, args.audio_rate, args.x264_preset)
+            for i in range(args.videos)
+        ]
+        if args.gen_workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(args.gen_workers) as pool:
+                list(pool.map(make_video, *zip(*jobs)))
+        else:
+            for job in jobs:
+                make_video(*job)
         console.print(
             f"generated {args.videos} videos of {args.seconds:g} s in {time.perf_counter() - start:.1f} s (not timed)"
         )

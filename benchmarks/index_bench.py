@@ -1,22 +1,38 @@
-"""Benchmark of indexed search.
+"""Benchmark of indexed search at 100k to 10M videos, with text-like queries.
 
-    .venv/bin/python benchmarks/index_bench.py                         # 10k, 100k, 1M videos, D=512
-    .venv/bin/python benchmarks/index_bench.py --sizes 10000 --two-stage-videos 600
+    .venv/bin/python benchmarks/index_bench.py --sizes 100000 1000000 --kinds flat auto ivf-flat hnsw
+    .venv/bin/python benchmarks/index_bench.py --sizes 10000000 --kinds auto --no-exact-row
+    .venv/bin/python benchmarks/index_bench.py --pipeline 1000000 --frames 4 --audio-dim 32
+    .venv/bin/python benchmarks/index_bench.py --two-stage-videos 1000 --sizes
 
-Part 1, synthetic clustered unit vectors of the real width: per collection size and index kind
-(exact inner product, and the approximate kind `auto` picks, or --approx), build time, index bytes,
-warm per-query latency p50 / p99 (one query at a time, process start excluded), and the approximate
-index's recall@10 against exact search.
+Index part. Per size: clustered unit vectors of the real width are generated block by block into a
+float16 .npy file (the "store"; 10M x 512 is 10 GB on disk, never in memory); queries are text-like:
+out of distribution, as CLIP text embeddings are for video embeddings (METHOD.md section 6: a graph
+index looks fine on queries drawn from the base vectors and loses most of its recall on text). Each
+query is a shared "modality" offset plus a weak pull towards one base vector and noise, so its
+nearest base vectors are far from it and spread over clusters. `--query-mode base` gives the old
+near-duplicate queries for comparison. Exact top-10 comes from a chunked pass over the file.
+Each (size, kind) is built and searched in a fresh process, which reports: build time (train + add,
+streamed from the file), its peak RSS, index size on disk, warm per-query latency p50 / p99 (one
+query at a time, k = 10, re-scoring included) and recall@10 against exact search. `auto` is what
+build-index picks for that size with the default config (exact_max set to 0 so that 100k shows the
+approximate kind too).
 
-Part 2, a trained synthetic collection (the test suite's generator of cached features): text-to-video
-R@1 of two stages (stage-1 top K re-ranked by the full score) against exhaustive full scoring, for
-K = 10, 50, 100, with the time of each.
+Pipeline part (`--pipeline N`): a workdir of N synthetic videos written straight into feature shards
+(T frames, D=512 image and Da audio features in fp16), then `gais-pipe build-index` in a child
+process: wall time, peak RSS, store and index size.
+
+Two-stage part (`--two-stage-videos`): a trained synthetic collection, R@1 of stage-1 top K re-ranked
+by the full score against exhaustive full scoring.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,73 +41,284 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+BLOCK = 100_000
 
 
-def clustered(count: int, dim: int, seed: int) -> np.ndarray:
+def write_npy_blocks(path: Path, count: int, dim: int, blocks, dtype=np.float16) -> None:
+    with open(path, "wb") as handle:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (count, dim)}
+        np.lib.format.write_array_header_2_0(handle, header)
+        for block in blocks:
+            handle.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+
+
+def clustered_blocks(count: int, dim: int, seed: int):
+    """Unit vectors around count/100 random centres, in blocks (10M x 512 at once would not fit)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(10, count // 100), dim)).astype(np.float32)
-    vectors = np.empty((count, dim), np.float32)
-    for start in range(0, count, 100_000):  # in blocks: 1M x 512 at once would double the memory
-        stop = min(count, start + 100_000)
-        block = centres[rng.integers(0, len(centres), stop - start)] + 0.7 * rng.standard_normal(
-            (stop - start, dim)
-        ).astype(np.float32)
-        vectors[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    return vectors
+    for start in range(0, count, BLOCK):
+        n = min(count, start + BLOCK) - start
+        block = centres[rng.integers(0, len(centres), n)] + 0.7 * rng.standard_normal((n, dim)).astype(np.float32)
+        yield block / np.linalg.norm(block, axis=1, keepdims=True)
 
 
-def latency(index, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    times, found = [], []
-    index.search(queries[:5], 10)  # warm
-    for query in queries:
-        started = time.perf_counter()
-        _, ids = index.search(query[None], 10)
-        times.append(time.perf_counter() - started)
-        found.append(ids[0])
-    return np.array(times) * 1000, np.array(found)
+def text_like_queries(base: np.ndarray, count: int, seed: int, mode: str = "text") -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    targets = base[np.sort(rng.choice(len(base), count, replace=False))].astype(np.float32)
+    noise = rng.standard_normal(targets.shape).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    if mode == "base":  # near-duplicates of base vectors: in distribution
+        queries = targets + 0.1 * noise
+    else:  # the modality offset dominates; cos(query, its video) is about 0.4, as for CLIP text
+        gap = np.random.default_rng(12345).standard_normal(base.shape[1]).astype(np.float32)
+        queries = gap / np.linalg.norm(gap) + 0.6 * targets + 0.5 * noise
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
 
 
-def index_part(sizes: list[int], dim: int, approx: str, queries_count: int) -> list[dict]:
-    import faiss
+def exact_top(base_path: Path, queries: np.ndarray, k: int) -> np.ndarray:
+    import torch
+
+    from gais_pipe.index.store import read_npy_rows
+
+    count = np.load(base_path, mmap_mode="r").shape[0]
+    best_s = torch.full((len(queries), k), -np.inf)
+    best_i = torch.zeros((len(queries), k), dtype=torch.int64)
+    q = torch.from_numpy(queries)
+    for start in range(0, count, BLOCK):
+        block = torch.from_numpy(read_npy_rows(base_path, start, min(count, start + BLOCK)).astype(np.float32))
+        scores = q @ block.T
+        s, i = scores.topk(min(k, len(block)), dim=1)
+        merged_s, order = torch.cat([best_s, s], 1).topk(k, dim=1)
+        best_i = torch.cat([best_i, i + start], 1).gather(1, order)
+        best_s = merged_s
+    return best_i.numpy()
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS since its exec: VmHWM (ru_maxrss would also count the parent's pages
+    that a forked child shared before exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+_REPORT_PEAK = (
+    "import atexit, sys; from pathlib import Path; "
+    "atexit.register(lambda: print('peak-rss-kib', [l.split()[1] for l in Path('/proc/self/status').read_text()"
+    ".splitlines() if l.startswith('VmHWM:')][0], file=sys.stderr)); "
+    "sys.argv = ['gais-pipe', *sys.argv[1:]]; from gais_pipe.cli import app; app()"
+)
+
+
+def _blocks(base_path: Path, first: int = 0):
+    from gais_pipe.index.store import read_npy_rows
+
+    count = np.load(base_path, mmap_mode="r").shape[0]
+    for start in range(first, count, 65536):
+        yield start, read_npy_rows(base_path, start, min(count, start + 65536)).astype(np.float32)
+
+
+def build_case(base_path: Path, kind: str, cfg: dict, gpu: bool) -> tuple:
+    """(searchable inner index, choice, bytes, where it runs, its top-k cap), streamed from the file."""
+    import torch
+
+    from gais_pipe.index import faiss_index
+    from gais_pipe.index.gpu import GPU_MAX_K, gpu_status, placement, to_device
+    from gais_pipe.index.searchable import ExactIndex
+
+    count, dim = np.load(base_path, mmap_mode="r").shape
+    device = torch.device("cuda", 0) if gpu else torch.device("cpu")
+    if kind == "flat":
+
+        class _Store:  # the base file as a store for ExactIndex
+            def __len__(self):
+                return count
+
+            def iter_embeddings(self):
+                return _blocks(base_path)
+
+        return (
+            ExactIndex(_Store(), device),
+            faiss_index.Choice("flat", "exact"),
+            count * dim * (2 if gpu else 4),
+            str(device),
+            None,
+        )
+    choice = faiss_index.choose_kind(count, dim, {**cfg, "type": kind}, gpu_present=gpu)
+    inner = faiss_index.new_index(choice, dim, cfg)
+    rows = faiss_index.training_rows(count, max(choice.lists, 1), cfg)
+    sample = np.concatenate([b[rows[(rows >= s) & (rows < s + len(b))] - s] for s, b in _blocks(base_path)])
+    faiss_index.train(inner, sample, 0 if gpu else None)
+    del sample
+    faiss_index.add_blocks(inner, _blocks(base_path))
+    with tempfile.NamedTemporaryFile(dir=base_path.parent, suffix=".faiss") as tmp:
+        faiss_index.save(inner, Path(tmp.name))
+        size = Path(tmp.name).stat().st_size
+    if not gpu:
+        return inner, choice, size, "cpu", None
+    inner, place = to_device(inner, placement(choice.kind, choice.code_bytes, device, True, gpu_status()))
+    return inner, choice, size, place.note, (GPU_MAX_K if place.gpu is not None else None)
+
+
+def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, overrides: dict, gpu: bool) -> list:
+    """Build one index from the base file and measure it (runs in its own process). With `gpu`: exact
+    search with torch on GPU 0, k-means on it, and the faiss index searched there where it can be."""
+    import torch
 
     from gais_pipe.config import load_config
     from gais_pipe.index import faiss_index
+    from gais_pipe.index.searchable import VideoIndex
 
-    cfg = load_config("tiny")["index"]
+    torch.set_num_threads(os.cpu_count() or 1)
+    base = np.load(base_path, mmap_mode="r")
+    queries, truth = np.load(queries_path), np.load(truth_path)
+    sweep = overrides.pop("nprobe_sweep", None)
+    cfg = {**load_config("tiny")["index"], "exact_max": 0, **overrides}
+    started = time.perf_counter()
+    inner, choice, size, where, max_k = build_case(base_path, kind, cfg, gpu)
+    build_s = time.perf_counter() - started
+
+    def rescore(rows: np.ndarray) -> np.ndarray:
+        order = np.argsort(rows)
+        out = np.empty((len(rows), base.shape[1]), np.float32)
+        out[order] = base[rows[order]]
+        return out
+
+    refine = int(cfg["refine_factor"]) if choice.kind in faiss_index.REFINED else 0
+    index = VideoIndex(inner, rescore if refine else None, max(refine, 1), max_k=max_k)
     rows = []
-    for count in sizes:
-        vectors = clustered(count, dim, seed=0)
-        queries = vectors[
-            np.random.default_rng(1).choice(count, queries_count, replace=False)
-        ] + 0.1 * np.random.default_rng(2).standard_normal((queries_count, dim)).astype(np.float32)
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        kinds = [
-            "flat",
-            approx if approx != "auto" else faiss_index.choose_kind(count, dim, {**cfg, "exact_max": 0}),
-        ]
-        exact_ids = None
-        for kind in kinds:
-            started = time.perf_counter()
-            index = faiss_index.build(vectors, np.arange(count), kind, cfg)
-            build_s = time.perf_counter() - started
-            ms, ids = latency(index, queries)
-            if kind == "flat":
-                exact_ids = ids
-            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact_ids)]))
-            row = {
-                "videos": count,
-                "kind": kind,
+    for nprobe in (sweep if sweep and hasattr(inner, "nprobe") else None) or [int(cfg["ivf_nprobe"])]:
+        if hasattr(inner, "nprobe"):
+            inner.nprobe = nprobe
+        p50, p99, recall = measure(index, queries, truth)
+        rows.append(
+            {
+                "videos": len(base),
+                "kind": choice.kind,
+                "asked": kind,
+                "lists": choice.lists,
+                "code_bytes": choice.code_bytes,
+                "nprobe": nprobe if choice.kind.startswith("ivf") else None,
+                "refine_factor": refine,
                 "build_s": build_s,
-                "index_mib": faiss.serialize_index(index).nbytes / 2**20,
-                "p50_ms": float(np.percentile(ms, 50)),
-                "p99_ms": float(np.percentile(ms, 99)),
+                "peak_rss_mib": peak_rss_mib(),
+                "index_mib": size / 2**20,
+                "p50_ms": p50,
+                "p99_ms": p99,
                 "recall@10_vs_exact": recall,
+                "reason": choice.reason,
+                "where": where,
+                "load_average": os.getloadavg(),
             }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            del index
-        del vectors
+        )
     return rows
+
+
+def measure(index, queries: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+    """p50 and p99 latency (ms, one query at a time, after a warm-up) and recall@10 against exact."""
+    index.search(queries[:5], 10)
+    times, found = [], []
+    for query in queries:
+        started = time.perf_counter()
+        _, ids = index.search(query[None], 10)
+        times.append((time.perf_counter() - started) * 1000)
+        found.append(ids[0])
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99)), recall
+
+
+def index_part(args) -> list[dict]:
+    rows = []
+    for count in args.sizes:
+        folder = Path(tempfile.mkdtemp(prefix=f"gais-index-bench-{count}-", dir=args.tmp))
+        base_path = folder / "base.npy"
+        started = time.perf_counter()
+        write_npy_blocks(base_path, count, args.dim, clustered_blocks(count, args.dim, seed=0))
+        base = np.load(base_path, mmap_mode="r")
+        queries = text_like_queries(base, args.queries, seed=1, mode=args.query_mode)
+        np.save(folder / "queries.npy", queries)
+        np.save(folder / "truth.npy", exact_top(base_path, queries, 10))
+        print(f"# {count}: data and exact top-10 in {time.perf_counter() - started:.0f} s", flush=True)
+        kinds = [k for k in args.kinds if not (k == "flat" and args.no_exact_row)]
+        for kind in kinds:
+            overrides = {**(json.loads(args.set) if args.set else {}), "nprobe_sweep": args.nprobes}
+            command = [sys.executable, __file__, "--case", str(folder), kind, json.dumps(overrides), str(int(args.gpu))]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                print(done.stderr[-2000:], file=sys.stderr)
+                continue
+            for row in json.loads(done.stdout.strip().splitlines()[-1]):
+                rows.append({**row, "queries": args.query_mode})
+                print(json.dumps(rows[-1]), flush=True)
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+    return rows
+
+
+def make_pipeline_workdir(root: Path, count: int, frames: int, dim: int, audio_dim: int, shard: int) -> Path:
+    """A workdir of `count` synthetic videos written straight into shards (no decoding)."""
+    import h5py
+
+    from gais_pipe.workdir import Workdir
+
+    work = Workdir(root / "work")
+    work.create()
+    record = {"feature_hash": "bench", "identity": {"embed_dim": dim, "audio_dim": audio_dim}, "config_name": "tiny"}
+    work.identity_path.write_text(json.dumps(record))
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((max(10, count // 100), dim)).astype(np.float32)
+    for start in range(0, count, shard):
+        n = min(count, start + shard) - start
+        frames_f = centres[rng.integers(0, len(centres), n)][:, None, :] + rng.standard_normal((n, frames, dim))
+        path = work.features_dir / f"shard-{start:09d}-w000.h5"
+        with h5py.File(path, "w") as h:
+            ids = np.array([f"v{start + i:08d}.mp4" for i in range(n)], dtype=object)
+            h.create_dataset("video_id", data=ids, dtype=h5py.string_dtype())
+            h["frame_features"] = frames_f.astype(np.float16)
+            h["audio_features"] = rng.standard_normal((n, frames, audio_dim)).astype(np.float16)
+            h["audio_mask"] = np.ones((n, frames), bool)
+            h["frame_times"] = np.tile(np.arange(frames, dtype=np.float32), (n, 1))
+            h["duration"] = np.full(n, float(frames))
+            h["file_size"] = np.arange(start, start + n)
+            h["file_mtime"] = np.zeros(n)
+            h.attrs["videos"] = n
+        work.add_shard(path, n)
+    return work.root
+
+
+def pipeline_part(args) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="gais-pipeline-bench-", dir=args.tmp))
+    started = time.perf_counter()
+    work = make_pipeline_workdir(root, args.pipeline, args.frames, args.dim, args.audio_dim, 8192)
+    made = time.perf_counter() - started
+    shards = sum(p.stat().st_size for p in (work / "features").glob("*.h5"))
+    command = [sys.executable, "-c", _REPORT_PEAK, "build-index", "-w", str(work), "--config", "tiny", "--quiet"]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(done.stdout + done.stderr)
+    rss = int(done.stderr.split("peak-rss-kib")[-1].split()[0]) / 1024
+    index_dir = work / "index"
+    sizes = {p: p.stat().st_size for p in index_dir.rglob("*") if p.is_file()}
+    result = {
+        "videos": args.pipeline,
+        "frames": args.frames,
+        "dim": args.dim,
+        "audio_dim": args.audio_dim,
+        "shards_gb": shards / 1e9,
+        "make_workdir_s": made,
+        "build_index_s": seconds,
+        "build_index_peak_rss_mib": rss,
+        "store_gb": sum(s for p, s in sizes.items() if "segments" in p.parts) / 1e9,
+        "faiss_mib": sum(s for p, s in sizes.items() if p.suffix == ".faiss") / 2**20,
+        "output": [line for line in done.stderr.strip().splitlines() if not line.startswith("peak-rss")][-2:],
+    }
+    print(json.dumps(result), flush=True)
+    subprocess.run(["rm", "-rf", str(root)], check=True)
+    return result
 
 
 def two_stage_part(videos: int, ks: list[int]) -> dict:
@@ -130,25 +357,35 @@ def two_stage_part(videos: int, ks: list[int]) -> dict:
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--case":
+        folder = Path(sys.argv[2])
+        paths = (folder / "base.npy", folder / "queries.npy", folder / "truth.npy")
+        row = run_case(*paths, sys.argv[3], json.loads(sys.argv[4]), sys.argv[5] == "1")
+        print(json.dumps(row))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument(
-        "--approx",
-        default="auto",
-        help="approximate kind: auto (as build-index picks above exact_max), hnsw, ivf-flat, ivf-pq",
+        "--kinds", nargs="+", default=["flat", "auto"], help="flat, auto, ivf-sq8, ivf-pq, ivf-flat, hnsw"
     )
+    parser.add_argument("--set", help="index config overrides as JSON, e.g. '{\"ivf_nprobe\": 64}'")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--two-stage-videos", type=int, default=1000)
+    parser.add_argument("--nprobes", type=int, nargs="+", help="IVF: measure each of these nprobe values")
+    parser.add_argument("--query-mode", choices=["text", "base"], default="text")
+    parser.add_argument("--no-exact-row", action="store_true", help="skip the exact row (10M: 20 GB of float32)")
+    parser.add_argument("--pipeline", type=int, default=0, help="videos for the build-index pipeline run")
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--audio-dim", type=int, default=512)
+    parser.add_argument("--two-stage-videos", type=int, default=0)
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--gpu", action="store_true", help="exact search, k-means and faiss search on GPU 0")
+    parser.add_argument("--tmp", default=None, help="folder for the generated data (default: the system's)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
-    import torch
-
-    results = {
-        "threads": torch.get_num_threads(),
-        "index": index_part(args.sizes, args.dim, args.approx, args.queries),
-    }
+    results: dict = {"threads": os.cpu_count(), "index": index_part(args) if args.sizes else []}
+    if args.pipeline:
+        results["pipeline"] = pipeline_part(args)
     if args.two_stage_videos:
         results["two_stage"] = two_stage_part(args.two_stage_videos, args.ks)
     if args.json:

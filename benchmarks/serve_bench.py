@@ -30,6 +30,9 @@ import threading
 import time
 from pathlib import Path
 
+from gais_pipe.index.layout import read_record
+from gais_pipe.workdir import Workdir
+
 TEXTS = [
     "a red circle moving from left to right while high beeps plays",
     "a blue square standing still",
@@ -48,7 +51,7 @@ def gais(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 def prepare(work: Path, config: str, overrides: list[str], videos: int, epochs: int) -> None:
     """An indexed, trained workdir of a synthetic collection, unless --work already has an index."""
-    if (work / "index" / "record.json").exists():
+    if (work / "index" / "CURRENT").exists():
         return
     sets = [arg for item in overrides for arg in ("--set", item)]
     collection = work.parent / f"{work.name}-synthetic"
@@ -178,7 +181,7 @@ def main() -> None:
     args = parser.parse_args()
 
     prepare(args.work, args.config, args.overrides, args.videos, args.epochs)
-    record = json.loads((args.work / "index" / "record.json").read_text())
+    record = read_record(Workdir(args.work))
     result = {
         "config": args.config,
         "overrides": args.overrides,

@@ -8,8 +8,8 @@ much the answer leaned on sound (the mean audio gate over the frames that have s
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,12 @@ from gais_pipe.distributed import resolve_device
 from gais_pipe.retrieval.checkpoints import load_head
 from gais_pipe.retrieval.text_features import TextEncoder
 from gais_pipe.workdir import Workdir, WorkdirError
+from gais_pipe.workdir.shards import read_attrs
 
-from . import faiss_index
-from .layout import read_record
+from .layout import current_generation, read_record
 from .prepared import PreparedStates
 from .rerank import FrameScores, score_rows, video_batch
+from .searchable import open_index
 from .store import RerankStore
 
 
@@ -63,13 +64,55 @@ class Frames:
         )
 
 
+class VideoList(Sequence):
+    """The indexed videos' metadata as a lazy sequence: `videos[row]` is one SQLite lookup and
+    `len(videos)` costs nothing, so a 10M-video index is never loaded whole."""
+
+    def __init__(self, store: RerankStore):
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self.store.video(r) for r in range(*row.indices(len(self)))]
+        row = int(row)
+        return self.store.video(row + len(self) if row < 0 else row)
+
+
+class RowsById(Mapping):
+    """Video id -> index row, looked up in the store's SQLite (its id column is indexed) one id at a
+    time, so start-up builds no dict of every video. Ids only: a path is not a key."""
+
+    def __init__(self, store: RerankStore):
+        self.store = store
+
+    def __getitem__(self, video_id) -> int:
+        row = self.store.row_of(video_id) if isinstance(video_id, str) else None
+        if row is None:
+            raise KeyError(video_id)
+        return row
+
+    def __contains__(self, video_id) -> bool:
+        return isinstance(video_id, str) and self.store.row_of(video_id) is not None
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __iter__(self):
+        for row in range(len(self.store)):
+            yield self.store.video(row)["id"]
+
+
 class Searcher:
     def __init__(self, workdir: Path, config: dict, checkpoint: Path | None = None):
         self.work = Workdir(workdir)
         self.config = config
         self.device = resolve_device(config["runtime"]["device"])
+        folder = current_generation(self.work)
         record = read_record(self.work)
-        if record is None or not (self.work.index_dir / "videos.faiss").exists():
+        if folder is None or record is None:
             raise WorkdirError(f"{workdir}: no index; run `gais-pipe build-index` first")
         features = self.work.identity()
         if features is None or features["feature_hash"] != record["identity"]["feature_hash"]:
@@ -77,8 +120,13 @@ class Searcher:
                 f"{workdir}: the index was built from other features than the workdir holds; run `gais-pipe "
                 "build-index`"
             )
-        self.store = RerankStore(self.work.index_dir / "store")
-        self._refuse_stale(record)
+        if not _index_current(self.work, record):
+            stale = _stale_videos(self.work, record)
+            if stale:
+                raise WorkdirError(
+                    f"{workdir}: the index is stale ({stale} videos extracted or changed since it was built); "
+                    "run `gais-pipe build-index`"
+                )
         indexed_checkpoint = record["identity"]["checkpoint"]
         if checkpoint is not None and (
             indexed_checkpoint is None or self.work.sha256(checkpoint) != record["identity"]["checkpoint_sha256"]
@@ -88,41 +136,18 @@ class Searcher:
                 f"{'zero-shot' if indexed_checkpoint is None else 'from ' + indexed_checkpoint}; "
                 f"run `gais-pipe build-index --checkpoint {checkpoint}`"
             )
+        self.store = RerankStore(folder / "store")
+        self.store.open_all()  # open now: a later build may remove this generation's folder
+        self.videos = VideoList(self.store)
+        self.rows_by_id = RowsById(self.store)
         self.model = None
         if indexed_checkpoint is not None:
             self.model, _, _ = load_head(self.work, Path(indexed_checkpoint), self.device)
-        index = faiss_index.load_mapped(self.work.index_dir / "videos.faiss")
-        self.index = faiss_index.to_device(index, config["index"])
+        self.index = open_index(folder, record, self.store, self.device, config["index"])
         budget = int(config["query"]["state_cache_mb"]) * 2**20
         self.prepared = PreparedStates(self.model, budget, int(self.index.ntotal)) if self.model is not None else None
         self.encoder = TextEncoder(self.work, self.device)
         self.record = record
-
-    def _refuse_stale(self, record: dict) -> None:
-        """Refuse an index that misses videos extracted, or changed, since it was built. The shard list
-        the build saw is in the record: while the manifest is the same no shard needs opening."""
-        if record.get("manifest") is not None and record["manifest"] == self.work.manifest_digest():
-            return
-        located = self.work.rows()
-        stale = len(set(located) - {v["id"] for v in self.videos}) + sum(
-            1
-            for v in self.videos
-            if v["id"] in located and (located[v["id"]].size, located[v["id"]].mtime) != (v["size"], v["mtime"])
-        )
-        if stale:
-            raise WorkdirError(
-                f"{self.work.root}: the index is stale ({stale} videos extracted or changed since it was built); "
-                "run `gais-pipe build-index`"
-            )
-
-    @cached_property
-    def videos(self) -> list[dict]:
-        """The indexed videos' metadata, by index row (read when first needed)."""
-        return self.store.videos()
-
-    @cached_property
-    def rows_by_id(self) -> dict[str, int]:
-        return {entry["id"]: row for row, entry in enumerate(self.videos)}
 
     def encode(self, text: str) -> torch.Tensor:
         """[1, D] the CLIP text embedding of a query."""
@@ -167,6 +192,24 @@ class Searcher:
     def score_video(self, text: str, row: int) -> FrameScores:
         """One indexed video (by row) against a query, frame by frame."""
         return score_rows(self.model, self.encode(text), self.store.rows(np.array([row])), self.device)
+
+
+def _index_current(work: Workdir, record: dict) -> bool:
+    """True when the workdir's manifest is the one the index was built from (recorded by build-index):
+    then no shard needs opening to know the index is current."""
+    return record.get("manifest") is not None and record["manifest"] == work.manifest_digest()
+
+
+def _stale_videos(work: Workdir, record: dict) -> int:
+    """Videos extracted or changed since the index was built. Shards are immutable and every
+    extraction of a new or changed video writes a new one, so comparing the shard lists is exact and
+    costs nothing per video: the count is the videos of the shards added (or, when a shard is gone,
+    the index's whole count, since its videos need indexing again)."""
+    indexed = set(record.get("shards", []))
+    shards = work.shards()
+    if indexed - {s.name for s in shards}:
+        return int(record["count"])
+    return sum(int(read_attrs(s).get("videos", 1)) for s in shards if s.name not in indexed)
 
 
 def hits_as_dicts(hits: list[Hit]) -> list[dict]:

@@ -221,11 +221,12 @@ def build_index(
     ),
     zero_shot: bool = typer.Option(False, help="Index CLIP's mean-pooled frames even when a checkpoint exists."),
     index_type: str | None = typer.Option(
-        None, "--type", help="flat, hnsw, ivf-flat or ivf-pq (default: by collection size)."
+        None, "--type", help="flat, ivf-sq8, ivf-pq, ivf-flat or hnsw (default: auto, by size and memory)."
     ),
     memory_mb: int | None = typer.Option(
-        None, help="Memory budget that decides HNSW against IVF-PQ above the exact-search size."
+        None, help="Memory the index may hold (MiB): decides IVF-SQ8 against IVF-PQ above the exact-search size."
     ),
+    quiet: bool = typer.Option(False, help="No progress bar."),
     config: str | None = CONFIG,
     overrides: list[str] = OVERRIDES,
 ) -> None:
@@ -238,7 +239,7 @@ def build_index(
     if memory_mb:
         cfg["index"]["memory_mb"] = memory_mb
     try:
-        record = run_build_index(workdir, cfg, checkpoint, zero_shot)
+        record = run_build_index(workdir, cfg, checkpoint, zero_shot, Console(stderr=True), not quiet)
     except (*_stage_errors(), RuntimeError) as error:
         fail(error_line(error))
     how = "added" if record["incremental"] else "indexed"
@@ -247,6 +248,7 @@ def build_index(
         f"{record['identity']['mode']} embeddings, {record['seconds']:.1f} s -> {workdir / 'index'}",
         highlight=False,
     )
+    console.print(f"index: {record['kind']}: {record['reason']}; {record['index_build']}", highlight=False)
 
 
 @app.command()

@@ -16,12 +16,10 @@ from gais_pipe.index.search import Searcher
 
 
 def find_row(searcher: Searcher, video: str) -> int:
-    if video in searcher.rows_by_id:
-        return searcher.rows_by_id[video]
-    for row, entry in enumerate(searcher.videos):
-        if entry["path"] and (video == entry["path"] or Path(entry["path"]).resolve() == Path(video).resolve()):
-            return row
-    raise KeyError(f"{video}: not in the index (give its id as `gais-pipe info` lists it, or its path)")
+    row = searcher.store.find(video)
+    if row is None:
+        raise KeyError(f"{video}: not in the index (give its id as `gais-pipe info` lists it, or its path)")
+    return row
 
 
 @dataclass

@@ -1,41 +1,67 @@
-"""The build-index stage: one embedding per extracted video into FAISS, plus the re-rank store.
+"""The build-index stage: one embedding per extracted video into an index, plus the re-rank store.
 
 Before any training the embedding is CLIP's mean-pooled frames (zero-shot); with a checkpoint it is
-the stage-1 embedding e_v of the heads (METHOD.md section 6). Re-running after more videos were
-extracted adds only those, when nothing else changed.
+the stage-1 embedding e_v of the heads (METHOD.md section 6).
+
+It streams, so its memory does not grow with the collection's features: shards are read
+`index.build_chunk` videos at a time (one chunk of per-frame features, about 25 KB a video at T=12,
+D=512, plus its embeddings), appended to the store's segments and forgotten; which video is where
+is kept in a SQLite staging table on disk, not in memory. What stays in memory is what the index
+itself holds (IVF-SQ8: D+8 bytes a video, 0.5 GB at 1M x 512; exact: nothing) and the k-means sample
+(`train_per_list` x lists x D x 4 bytes, 0.5 GB at 1M). Bound: chunk x row bytes + index (up to
+twice its codes while faiss's lists grow) + sample + ~0.7 GB of Python, torch and faiss; measured
+1.92 GB at 1M videos x 512-d (BENCHMARKS.md).
+
+It builds a new generation beside the current one and switches to it only when complete
+(`gais_pipe.index.layout`), so a killed build leaves the previous index working. When the features
+and checkpoint are unchanged and no indexed video changed, the new generation links the previous
+one's segments and adds only the new videos; the faiss index is added to as well unless the
+collection grew into another kind or list count, when it is trained again from the store.
 """
 
 from __future__ import annotations
 
-import shutil
+import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gais_pipe.distributed import resolve_device
-from gais_pipe.index import faiss_index
+from gais_pipe.index import faiss_index, layout
 from gais_pipe.index.embeddings import video_embeddings
-from gais_pipe.index.layout import read_record
-from gais_pipe.index.store import COLUMNS, RerankStore
+from gais_pipe.index.gpu import gpu_status, placement
+from gais_pipe.index.store import COLUMNS, RerankStore, StoreWriter
 from gais_pipe.retrieval.checkpoints import latest_checkpoint, load_head
-from gais_pipe.workdir import Workdir, WorkdirError, read_features, write_json_atomically
-from gais_pipe.workdir.shards import read_attrs
+from gais_pipe.workdir import Workdir, WorkdirError
+from gais_pipe.workdir.shards import read_attrs, read_rows
+
+_LOCATED = (
+    "CREATE TABLE located (id TEXT PRIMARY KEY, seq INTEGER, shard TEXT, shard_row INTEGER, size INTEGER, "
+    "mtime REAL, duration REAL, path TEXT)"
+)
 
 
-def _source_roots(work: Workdir) -> dict[str, str | None]:
-    return {shard.name: read_attrs(shard).get("source_root") for shard in work.shards()}
+@dataclass
+class Plan:
+    shards: list[Path]  # every shard of the workdir, in manifest order
+    staging: sqlite3.Connection  # the videos to add: table `located`
+    previous: Path | None  # the generation whose store is extended, or None for a full build
+    previous_record: dict | None
+    new_count: int
+    total: int
+    choice: faiss_index.Choice
+    add_to_index: bool  # extend the previous faiss index instead of training a new one
 
 
-def _video_path(video_id: str, root: str | None) -> str | None:
-    return video_id if Path(video_id).is_absolute() else (str(Path(root) / video_id) if root else None)
-
-
-def run_build_index(workdir: Path, config: dict, checkpoint: Path | None = None, zero_shot: bool = False) -> dict:
-    work = Workdir(workdir)
+def _embedding_model(work: Workdir, config: dict, checkpoint: Path | None, zero_shot: bool):
+    """(heads or None, identity of what is indexed, device)."""
     features = work.identity()
     if features is None:
-        raise WorkdirError(f"{workdir}: no features yet; run `gais-pipe extract` first")
+        raise WorkdirError(f"{work.root}: no features yet; run `gais-pipe extract` first")
     device = resolve_device(config["runtime"]["device"])
     model, path = None, None
     if not zero_shot:
@@ -51,69 +77,190 @@ def run_build_index(workdir: Path, config: dict, checkpoint: Path | None = None,
         "checkpoint": str(path) if path else None,
         "checkpoint_sha256": work.sha256(path) if path else None,
     }
-    folder = work.index_dir
-    store = RerankStore(folder / "store")
-    manifest = work.manifest_digest()  # before reading the shards: a shard added meanwhile makes it differ
-    located = work.rows()
-    previous = read_record(work)
-    indexed = store.videos() if previous and store.exists() else []
-    unchanged = all(
-        v["id"] in located and located[v["id"]].size == v["size"] and located[v["id"]].mtime == v["mtime"]
-        for v in indexed
-    )
-    new_ids = sorted(set(located) - {v["id"] for v in indexed})
-    total = len(indexed) + len(new_ids)
-    dim = features["identity"]["embed_dim"]
-    kind = faiss_index.choose_kind(total, dim, config["index"])
-    incremental = (
-        previous is not None
-        and previous["identity"] == identity
-        and unchanged
-        and previous["kind"] == kind
-        and previous["count"] == len(indexed)
-    )
-    if not incremental:
-        shutil.rmtree(folder, ignore_errors=True)
-        indexed, new_ids = [], sorted(located)
-    folder.mkdir(parents=True, exist_ok=True)
+    return model, identity, device, int(features["identity"]["embed_dim"])
 
+
+def _video_path(video_id: str, root: str | None) -> str | None:
+    return video_id if Path(video_id).is_absolute() else (str(Path(root) / video_id) if root else None)
+
+
+def _scan(staging: sqlite3.Connection, shards: list[tuple[int, Path]], progress: Progress) -> None:
+    """Where each video's newest row is (a later shard replaces an earlier row of the same video)."""
+    task = progress.add_task("scan shards", total=len(shards))
+    for seq, shard in shards:
+        small = read_rows(shard, slice(None), ["video_id", "file_size", "file_mtime", "duration"])
+        root = read_attrs(shard).get("source_root")
+        staging.executemany(
+            "INSERT OR REPLACE INTO located VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (str(v), seq, shard.name, row, int(size), float(mtime), float(duration), _video_path(str(v), root))
+                for row, (v, size, mtime, duration) in enumerate(
+                    zip(small["video_id"], small["file_size"], small["file_mtime"], small["duration"])
+                )
+            ],
+        )
+        progress.advance(task)
+    staging.commit()
+
+
+def _plan(work: Workdir, building: Path, identity: dict, dim: int, config: dict, device, progress) -> Plan:
+    shards = work.shards()
+    names = {s.name for s in shards}
+    previous = layout.current_generation(work)
+    record = layout.read_record(work) if previous is not None else None
+    extend = (
+        record is not None
+        and record.get("identity") == identity
+        and set(record.get("shards", [None])) <= names
+        and RerankStore(previous / "store").exists()
+    )
+    staging = sqlite3.connect(building / "staging.sqlite", uri=True)
+    staging.execute(_LOCATED)
+    known = set(record["shards"]) if extend else set()
+    _scan(staging, [(i, s) for i, s in enumerate(shards) if s.name not in known], progress)
+    if extend:  # a video indexed before and extracted again has changed: everything is rebuilt
+        staging.execute(
+            "ATTACH DATABASE ? AS prev", (f"{(previous / 'store' / 'videos.sqlite').resolve().as_uri()}?mode=ro",)
+        )
+        changed = staging.execute("SELECT COUNT(*) FROM located WHERE id IN (SELECT id FROM prev.videos)").fetchone()[0]
+        staging.execute("DETACH DATABASE prev")
+        if changed:
+            extend = False
+            staging.execute("DELETE FROM located")
+            _scan(staging, list(enumerate(shards)), progress)
+    new_count = staging.execute("SELECT COUNT(*) FROM located").fetchone()[0]
+    total = new_count + (record["count"] if extend else 0)
+    if total == 0:
+        raise WorkdirError(f"{work.root}: no extracted videos to index")
+    choice = faiss_index.choose_kind(total, dim, config["index"], gpu_present=device.type == "cuda")
+    same_index = extend and {k: record.get(k) for k in choice.params()} == choice.params()
+    return Plan(shards, staging, previous if extend else None, record, new_count, total, choice, same_index)
+
+
+def _read_chunk(work: Workdir, rows: list[tuple]) -> dict[str, np.ndarray]:
+    """Per-frame columns of a chunk of staged rows (ordered by shard, then row), read shard by shard."""
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
+    start = 0
+    while start < len(rows):
+        shard = rows[start][2]
+        stop = start
+        while stop < len(rows) and rows[stop][2] == shard:
+            stop += 1
+        read = read_rows(work.features_dir / shard, np.array([r[3] for r in rows[start:stop]]), list(COLUMNS))
+        for name in COLUMNS:
+            parts[name].append(read[name])
+        start = stop
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def _write_store(work: Workdir, plan: Plan, building: Path, model, device, config: dict, progress) -> None:
+    """Append the staged videos' features and embeddings to a store in the new generation."""
+    previous = RerankStore(plan.previous / "store") if plan.previous else None
+    cfg = config["index"]
+    writer = StoreWriter(building / "store", plan.new_count, int(cfg["segment_rows"]), previous)
+    task = progress.add_task("features -> store", total=plan.new_count)
+    cursor = plan.staging.execute(
+        "SELECT id, path, shard, shard_row, size, mtime, duration FROM located ORDER BY seq, shard_row"
+    )
+    try:
+        while rows := cursor.fetchmany(int(cfg["build_chunk"])):
+            columns = _read_chunk(work, rows)
+            embeddings = video_embeddings(columns, model, device)
+            metadata = [(r[0], r[1], r[6], r[2], r[3], r[4], r[5]) for r in rows]
+            writer.append(columns, embeddings, metadata)
+            progress.advance(task, len(rows))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _sample(store: RerankStore, rows: np.ndarray) -> np.ndarray:
+    """The chosen rows' embeddings, read block by block (plain reads, nothing left mapped)."""
+    parts = []
+    for first, block in store.iter_embeddings():
+        chosen = rows[(rows >= first) & (rows < first + len(block))] - first
+        parts.append(block[chosen])
+    return np.concatenate(parts)
+
+
+def _build_faiss(plan: Plan, building: Path, dim: int, device, config: dict, progress) -> str:
+    """Fill the approximate index (nothing to do for exact search): add the new rows to the previous
+    index, or train a new one on a sample and add every row. Returns what was done."""
+    if plan.choice.kind == "flat":
+        return "exact: the store's embeddings are the index"
+    cfg = config["index"]
+    store = RerankStore(building / "store")
+    if plan.add_to_index:
+        index = faiss_index.load(plan.previous / "videos.faiss")
+        first, how = plan.total - plan.new_count, "added to the previous index"
+    else:
+        index = faiss_index.new_index(plan.choice, dim, cfg)
+        status = gpu_status() if device.type == "cuda" else None
+        gpu = placement("ivf-flat", 0, device, bool(cfg.get("use_gpu", True)), status).gpu if status else None
+        task = progress.add_task("train" + (f" (k-means on GPU {gpu})" if gpu is not None else ""), total=1)
+        rows = faiss_index.training_rows(plan.total, max(plan.choice.lists, 1), cfg)
+        faiss_index.train(index, _sample(store, rows), gpu)
+        progress.advance(task)
+        first, how = 0, "trained" + (f" (k-means on GPU {gpu})" if gpu is not None else "")
+    task = progress.add_task("index", total=plan.total - first)
+    faiss_index.add_blocks(index, store.iter_embeddings(start_row=first), lambda n: progress.advance(task, n))
+    faiss_index.save(index, building / "videos.faiss")
+    return how
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+    )
+
+
+def run_build_index(
+    workdir: Path,
+    config: dict,
+    checkpoint: Path | None = None,
+    zero_shot: bool = False,
+    console: Console | None = None,
+    show_progress: bool = False,
+) -> dict:
+    work = Workdir(workdir)
+    model, identity, device, dim = _embedding_model(work, config, checkpoint, zero_shot)
     started = time.perf_counter()
-    roots = _source_roots(work)
-    columns = read_features(work, [*COLUMNS, "duration"], new_ids, located) if new_ids else None
-    if new_ids:
-        vectors = video_embeddings(columns, model, device)
-        ids = np.arange(len(indexed), len(indexed) + len(new_ids))
-        if incremental:
-            index = faiss_index.load(folder / "videos.faiss")
-            index.add_with_ids(vectors, ids)
-        else:
-            index = faiss_index.build(vectors, ids, kind, config["index"])
-        faiss_index.save(index, folder / "videos.faiss")
-        metadata = []
-        for i, video_id in enumerate(new_ids):
-            ref = located[video_id]
-            metadata.append(
-                {
-                    "id": video_id,
-                    "path": _video_path(video_id, roots.get(ref.shard.name)),
-                    "duration": float(columns["duration"][i]),
-                    "shard": ref.shard.name,
-                    "row": ref.row,
-                    "size": ref.size,
-                    "mtime": ref.mtime,
-                }
-            )
-        store.append({name: columns[name] for name in COLUMNS}, metadata)
-    record = {
-        "identity": identity,
-        "kind": kind,
-        "count": total,
-        "dim": dim,
-        "built": time.time(),
-        "added": len(new_ids),
-        "incremental": incremental,
-        "seconds": time.perf_counter() - started,
-        "manifest": manifest,  # the shards this index saw: a query compares it instead of opening them
-    }
-    write_json_atomically(folder / "record.json", record)
+    with layout.build_lock(work):
+        layout.clean(work)
+        building = layout.new_generation(work)
+        manifest = work.manifest_digest()  # before reading the shards: a shard added meanwhile makes it differ
+        with _progress(console or Console(stderr=True), show_progress) as progress:
+            plan = _plan(work, building, identity, dim, config, device, progress)
+            if plan.previous is not None and plan.new_count == 0 and plan.add_to_index:
+                plan.staging.close()
+                layout.clean(work)  # nothing new: the current generation stays
+                return {**plan.previous_record, "added": 0, "incremental": True, "index_build": "unchanged"}
+            _write_store(work, plan, building, model, device, config, progress)
+            how = _build_faiss(plan, building, dim, device, config, progress)
+        plan.staging.close()
+        (building / "staging.sqlite").unlink()
+        record = {
+            "identity": identity,
+            **plan.choice.params(),
+            "reason": plan.choice.reason,
+            "count": plan.total,
+            "dim": dim,
+            "built": time.time(),
+            "added": plan.new_count,
+            "incremental": plan.previous is not None,
+            "index_build": how,
+            "shards": [s.name for s in plan.shards],
+            "seconds": time.perf_counter() - started,
+            "manifest": manifest,  # the shards this index saw: a query compares it instead of opening them
+        }
+        layout.publish(work, building, record)
+        layout.clean(work)
     return record

@@ -5,12 +5,13 @@ Inference runs one query at a time under a lock. The heads and the text tower ar
 already spreads one query over the cores, and two queries at once on 2 cores only fight over them;
 requests for thumbnails and video bytes run beside it, unlocked.
 
-A new `build-index` writes `index/record.json` last (a full rebuild deletes it first). Each request
-compares that file's inode and mtime with the loaded one's; a change loads the new index beside the
-old and swaps it in whole. A search that saw the record change while it ran (a rebuild renumbered
-the store under it) is answered again from the new index, never half from each. While no record is
-there (a rebuild in progress) searches are refused with 503; a new index that cannot be loaded leaves
-the old one serving, and every answer says so.
+A new `build-index` writes a new generation folder (its `record.json` written last in it) and then
+switches `index/CURRENT` to it, atomically. Each request compares CURRENT's inode and mtime with the
+loaded one's; a change loads the new index beside the old and swaps it in whole. A search that saw
+the pointer change while it ran is answered again from the new index, never half from each (the old
+generation's files stay open, so it never fails half-way either). While there is no index at all
+searches are refused with 503; a new index that cannot be loaded leaves the old one serving, and
+every answer says so.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Engine:
     # --- loading -----------------------------------------------------------------------------
     def _stamp(self) -> Stamp:
         try:
-            stat = os.stat(self.work.index_dir / "record.json")
+            stat = os.stat(self.work.index_dir / "CURRENT")  # switched last, after the record is written
         except FileNotFoundError:
             return None
         return stat.st_ino, stat.st_mtime_ns
@@ -66,7 +67,6 @@ class Engine:
     def _load(self) -> Loaded:
         stamp = self._stamp()
         searcher = Searcher(self.work.root, self.config, self.checkpoint)
-        searcher.rows_by_id  # noqa: B018 - parse the metadata now, not in the first request
         frames = int(self.work.identity()["identity"]["features"]["frames"])
         return Loaded(searcher, stamp, time.time(), frames)
 

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 from gais_pipe.cli import app
 from gais_pipe.config import load_config
-from gais_pipe.index import faiss_index
+from gais_pipe.index import faiss_index, layout
 from gais_pipe.index.search import Searcher
-from gais_pipe.index.store import RerankStore
+from gais_pipe.index.searchable import ExactIndex, VideoIndex
+from gais_pipe.index.store import RerankStore, StoreWriter
 from gais_pipe.index_stage import run_build_index
 from gais_pipe.retrieval.checkpoints import load_checkpoint, save_checkpoint
 from gais_pipe.train_stage import run_train
@@ -35,42 +36,112 @@ def unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def test_index_kind_follows_size_and_memory_budget():
+def test_auto_is_exact_then_ivf_sq8_then_ivf_pq_and_never_hnsw():
     cfg = index_cfg(exact_max=1000, memory_mb=10)
-    assert faiss_index.choose_kind(1000, 512, cfg) == "flat"
-    assert faiss_index.choose_kind(2000, 512, cfg) == "hnsw"  # 2000 x (2 KiB + 256 B) fits 10 MiB
-    assert faiss_index.choose_kind(100_000, 512, cfg) == "ivf-pq"  # 230 MiB does not
-    assert faiss_index.choose_kind(10, 512, index_cfg(type="ivf-flat")) == "ivf-flat"
+    assert faiss_index.choose_kind(1000, 512, cfg).kind == "flat"
+    sq8 = faiss_index.choose_kind(20_000, 512, cfg)  # 20k x 520 B = 9.9 MiB fits 10 MiB
+    assert (sq8.kind, sq8.lists) == ("ivf-sq8", 512)  # the power of two nearest 4 sqrt(20k) = 566
+    assert "out of distribution" in sq8.reason and "fit --memory-mb 10" in sq8.reason
+    pq = faiss_index.choose_kind(100_000, 512, cfg)  # 50 MiB of 8-bit codes do not
+    assert (pq.kind, pq.code_bytes, pq.lists) == ("ivf-pq", 64, 1024)  # 100k x 72 B = 6.9 MiB fits
+    assert faiss_index.choose_kind(1_000_000, 512, index_cfg()).kind == "ivf-sq8"  # 1M: 496 MiB in 4 GiB
+    # a GPU present: exact search on it while the fp16 vectors fit gpu_exact_mb
+    gpu = faiss_index.choose_kind(1_000_000, 512, index_cfg(), gpu_present=True)
+    assert gpu.kind == "flat" and "GPU" in gpu.reason
+    assert faiss_index.choose_kind(1_000_000, 512, index_cfg(gpu_exact_mb=512), gpu_present=True).kind == "ivf-sq8"
+    assert faiss_index.choose_kind(10, 512, index_cfg(type="ivf-flat")).kind == "ivf-flat"
+    assert faiss_index.choose_kind(5000, 512, index_cfg(type="hnsw")).kind == "hnsw"
     with pytest.raises(ValueError, match="unknown index type"):
         faiss_index.choose_kind(10, 512, index_cfg(type="annoy"))
-    # IVF-PQ codes: the largest that fits the budget, a divisor of the width
-    assert faiss_index.pq_code_bytes(1_000_000, 512, index_cfg(memory_mb=4096, pq_bytes=0)) == 256
-    assert faiss_index.pq_code_bytes(10_000_000, 512, index_cfg(memory_mb=1024, pq_bytes=0)) == 64
+
+
+def test_pq_codes_fit_the_budget_and_on_a_gpu_a_size_gpu_ivf_pq_takes():
+    assert faiss_index.pq_code_bytes(1_000_000, 512, index_cfg(memory_mb=4096)) == 256
+    assert faiss_index.pq_code_bytes(10_000_000, 512, index_cfg(memory_mb=1024)) == 64
     assert faiss_index.pq_code_bytes(1000, 96, index_cfg(pq_bytes=64)) == 48
+    # GPU IVF-PQ takes at most 96 bytes a code; 96 does not divide 512, so 64 (float16 lookup tables)
+    assert faiss_index.pq_code_bytes(1_000_000, 512, index_cfg(), gpu_present=True) == 64
+    assert faiss_index.pq_code_bytes(1_000_000, 768, index_cfg(), gpu_present=True) == 96
+    assert faiss_index.pq_code_bytes(10_000_000, 512, index_cfg(memory_mb=512), gpu_present=True) == 32
 
 
-def test_exact_index_ranks_like_numpy_brute_force():
+def test_exact_index_ranks_like_numpy_brute_force(tmp_path):
     vectors, queries = unit(2000, 64), unit(20, 64, seed=1)
-    index = faiss_index.build(vectors, np.arange(2000), "flat", index_cfg())
-    scores, ids = index.search(queries, 10)
+    store = write_store(tmp_path, vectors, segment_rows=300)
+    scores, ids = ExactIndex(store, torch.device("cpu")).search(queries, 10)
     expected = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     np.testing.assert_array_equal(ids, expected)
     np.testing.assert_allclose(scores, np.take_along_axis(queries @ vectors.T, expected, axis=1), rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf-flat", "ivf-pq"])
+def text_like(vectors: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Queries from another distribution than the base: a shared offset plus a weak pull to a base vector."""
+    rng = np.random.default_rng(seed)
+    gap = unit(1, vectors.shape[1], seed=seed + 100)[0]
+    queries = 1.0 * gap + 0.5 * vectors[rng.choice(len(vectors), count)] + 0.5 * unit(count, vectors.shape[1], seed)
+    return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf-flat", "ivf-sq8", pytest.param("ivf-pq", marks=pytest.mark.slow)])
 def test_approximate_indexes_find_most_true_neighbours(kind, tmp_path):
     centres = unit(40, 64, seed=3)  # clustered, as embeddings of real collections are
     vectors = centres[np.arange(4000) % 40] + 0.3 * unit(4000, 64)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    queries = vectors[:50] + 0.05 * unit(50, 64, seed=2)  # near-duplicate queries
-    index = faiss_index.build(vectors, np.arange(4000), kind, index_cfg(pq_bytes=32, ivf_nprobe=16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    queries = text_like(vectors, 50, seed=2)
+    store = write_store(tmp_path, vectors, segment_rows=1500)
+    cfg = index_cfg(pq_bytes=16, ivf_nprobe=8, ivf_lists=64)
+    choice = faiss_index.choose_kind(4000, 64, {**cfg, "type": kind})
+    index = faiss_index.new_index(choice, 64, cfg)
+    faiss_index.train(index, vectors[faiss_index.training_rows(4000, 64, cfg)])
+    faiss_index.add_blocks(index, store.iter_embeddings(chunk=700))
     faiss_index.save(index, tmp_path / "i.faiss")
-    _, ids = faiss_index.load(tmp_path / "i.faiss").search(queries.astype(np.float32), 10)
+    loaded = faiss_index.load(tmp_path / "i.faiss")
+    refined = kind in faiss_index.REFINED
+    searchable = VideoIndex(loaded, rescore=store.embeddings if refined else None, factor=4 if refined else 1)
+    scores, ids = searchable.search(queries, 10)
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)])
-    assert recall > (0.9 if kind != "ivf-pq" else 0.5), recall
-    assert (ids[:, 0] == np.arange(50)).mean() > 0.9  # the near-duplicate itself comes first
+    assert recall > (0.95 if refined else 0.8), recall
+    if refined:  # re-scored candidates carry their exact scores, best first
+        np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, vectors[ids]), rtol=1e-5)
+        assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def write_store(folder, vectors, segment_rows: int, chunk: int = 256) -> RerankStore:
+    """A store of the given vectors (per-frame columns filled with the row number) written chunk by chunk."""
+    count = len(vectors)
+    writer = StoreWriter(folder / "store", count, segment_rows)
+    for start in range(0, count, chunk):
+        rows = np.arange(start, min(count, start + chunk))
+        columns = {
+            "frame_features": np.repeat(rows[:, None, None], 2, 1).repeat(3, 2).astype(np.float16),
+            "audio_features": np.zeros((len(rows), 2, 1), np.float16),
+            "audio_mask": np.ones((len(rows), 2), bool),
+            "frame_times": np.zeros((len(rows), 2), np.float32),
+        }
+        metadata = [(f"v{r}", f"/videos/v{r}.mp4", 1.0, "s.h5", int(r), 10, 0.0) for r in rows]
+        writer.append(columns, vectors[rows], metadata)
+    writer.finish()
+    return RerankStore(folder / "store")
+
+
+def test_store_reads_rows_across_segments_in_the_order_asked(tmp_path):
+    vectors = unit(1000, 8)
+    store = write_store(tmp_path, vectors, segment_rows=300, chunk=128)
+    assert [s.count for s in store.segments()] == [300, 300, 300, 100] and len(store) == 1000
+    rows = np.array([999, 0, 301, 299, 300, 5])
+    assert store.rows(rows)["frame_features"][:, 0, 0].tolist() == rows.tolist()
+    np.testing.assert_array_equal(store.embeddings(rows), vectors[rows])
+    assert store.video(301) == {
+        "id": "v301", "path": "/videos/v301.mp4", "duration": 1.0, "shard": "s.h5", "row": 301, "size": 10,
+        "mtime": 0.0,
+    }  # fmt: skip
+    assert store.find("v42") == 42 and store.find("/videos/v7.mp4") == 7 and store.find("nope") is None
+    blocks = list(store.iter_embeddings(chunk=256, start_row=550))
+    assert [b[0] for b in blocks] == [550, 600, 856, 900]
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in blocks]), vectors[550:])
+    with pytest.raises(IndexError):
+        store.rows(np.array([1000]))
 
 
 @pytest.fixture()
@@ -80,6 +151,10 @@ def extracted(tmp_path):
         make_video(videos / f"clip{i}.mp4", seconds=1.0, frame_value=lambda k, g=grey: g)
     extract(videos, tmp_path / "work")
     return videos, tmp_path / "work"
+
+
+def current_store(work) -> RerankStore:
+    return RerankStore(layout.current_generation(Workdir(work)) / "store")
 
 
 def test_store_round_trip_and_incremental_add(extracted):
@@ -92,7 +167,7 @@ def test_store_round_trip_and_incremental_add(extracted):
         "flat",
         "zero-shot",
     )
-    store = RerankStore(work / "index/store")
+    store = current_store(work)
     entries = store.videos()
     assert [e["id"] for e in entries] == ["clip0.mp4", "clip1.mp4", "clip2.mp4"]
     assert entries[1]["path"] == str((videos / "clip1.mp4").resolve()) and entries[1]["duration"] == pytest.approx(
@@ -100,20 +175,30 @@ def test_store_round_trip_and_incremental_add(extracted):
     )
     stored = read_features(Workdir(work), ["frame_features", "audio_mask"])
     np.testing.assert_array_equal(store.rows(np.array([2, 0]))["frame_features"], stored["frame_features"][[2, 0]])
+    first_segment = store.folder / "segments" / "seg-000000" / "frame_features.npy"
 
     make_video(videos / "clip3.mp4", seconds=1.0, frame_value=lambda k: 90)
     extract(videos, work)
-    with pytest.raises(WorkdirError, match="stale"):
+    with pytest.raises(WorkdirError, match=r"stale \(1 videos"):
         Searcher(work, config)
     second = run_build_index(work, config)
     assert (second["count"], second["added"], second["incremental"]) == (4, 1, True)
+    store = current_store(work)
     assert [e["id"] for e in store.videos()][-1] == "clip3.mp4"
+    # the old segment is linked into the new generation, not rewritten
+    assert (
+        store.folder / "segments" / "seg-000000" / "frame_features.npy"
+    ).stat().st_ino == first_segment.stat().st_ino
+    assert [s.count for s in store.segments()] == [3, 1]
     assert Searcher(work, config).index.ntotal == 4
+    assert run_build_index(work, config)["added"] == 0  # nothing new: the same generation stays
 
     os.utime(videos / "clip0.mp4", (time.time() + 5, time.time() + 5))  # a changed video: full rebuild
     extract(videos, work)
     third = run_build_index(work, config)
     assert (third["added"], third["incremental"]) == (4, False)
+    generations = sorted(p.name for p in (work / "index").glob("g*"))
+    assert generations == ["g000002", "g000003"]  # the current one and the one before it
 
 
 def test_query_table_json_and_errors(extracted, tmp_path):
@@ -237,3 +322,49 @@ class _Weights(torch.nn.Module):
 
     def state_dict(self, *args, **kwargs):
         return self.tensors
+
+
+def test_build_reads_shards_in_chunks_and_fills_segments(extracted, monkeypatch):
+    import gais_pipe.index_stage as stage
+
+    _, work = extracted
+    calls = []
+    real = stage.read_rows
+
+    def counting(path, rows=slice(None), names=None):
+        if not isinstance(rows, slice):
+            calls.append(len(rows))
+        return real(path, rows, names)
+
+    monkeypatch.setattr(stage, "read_rows", counting)
+    config = load_config("tiny", ["index.build_chunk=2", "index.segment_rows=2"])
+    run_build_index(work, config)
+    assert calls and max(calls) <= 2  # never more than a chunk of per-frame features at once
+    store = current_store(work)
+    assert [s.count for s in store.segments()] == [2, 1]
+    stored = read_features(Workdir(work), ["frame_features"], [v["id"] for v in store.videos()])
+    np.testing.assert_array_equal(store.rows(np.arange(3))["frame_features"], stored["frame_features"])
+
+
+def test_a_killed_build_leaves_the_previous_index_usable(extracted, monkeypatch):
+    _, work = extracted
+    config = load_config("tiny")
+    run_build_index(work, config)
+    before = layout.current_generation(Workdir(work))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(faiss_index, "add_blocks", killed)
+    other = load_config("tiny", ["index.type=ivf-flat"])  # same videos, another kind: the index is rebuilt
+    with pytest.raises(KeyboardInterrupt):
+        run_build_index(work, other)
+    assert layout.current_generation(Workdir(work)) == before
+    assert [p.name for p in (work / "index").glob("*.building")] == ["g000002.building"]
+    hits = Searcher(work, config).search("a grey picture", k=3, rerank_k=3)
+    assert len(hits) == 3
+    monkeypatch.undo()
+    record = run_build_index(work, other)  # the next build cleans the abandoned one up
+    assert record["kind"] == "ivf-flat" and record["incremental"] and record["added"] == 0
+    assert not list((work / "index").glob("*.building"))
+    assert Searcher(work, other).search("a grey picture", k=2, rerank_k=3)[0].rank == 1

@@ -20,6 +20,8 @@ from safetensors.torch import save_file
 
 from gais_pipe.config import load_config
 from gais_pipe.index import faiss_index
+from gais_pipe.index import search as search_module
+from gais_pipe.index.layout import current_generation
 from gais_pipe.index.search import Searcher
 from gais_pipe.index_stage import run_build_index
 from gais_pipe.retrieval.clip_text import TextTower, architecture, covered, load_text_tower, simple_tokenizer
@@ -143,21 +145,21 @@ def test_a_checkpoint_is_hashed_once_per_file_version(tmp_path, monkeypatch):
 
 def test_staleness_is_told_from_the_manifest_without_opening_shards(indexed, monkeypatch):
     config = load_config("tiny")
-    record_path = indexed / "index/record.json"
+    record_path = current_generation(Workdir(indexed)) / "record.json"
     record = json.loads(record_path.read_text())
     assert record["manifest"] == Workdir(indexed).manifest_digest()
     opened = []
-    real_rows = Workdir.rows
-    monkeypatch.setattr(Workdir, "rows", lambda self: opened.append(1) or real_rows(self))
+    real_stale = search_module._stale_videos
+    monkeypatch.setattr(search_module, "_stale_videos", lambda work, rec: opened.append(1) or real_stale(work, rec))
     Searcher(indexed, config)
     assert opened == []
     old = {k: v for k, v in record.items() if k != "manifest"}  # an index built before the record had it
     record_path.write_text(json.dumps(old))
     try:
         Searcher(indexed, config)
-        assert opened == [1]  # checked the slow way, and fresh
+        assert opened == [1]  # checked the slow way (the shard lists), and fresh
         record_path.write_text(json.dumps({**record, "manifest": "from before"}))
-        Searcher(indexed, config)  # the manifest differs: every shard opened, nothing stale found
+        Searcher(indexed, config)  # the manifest differs: the shard lists compared, nothing stale found
         assert opened == [1, 1]
     finally:
         record_path.write_text(json.dumps(record))
@@ -168,7 +170,11 @@ def test_a_memory_mapped_index_searches_like_a_loaded_one(kind, tmp_path):
     vectors = np.random.default_rng(0).standard_normal((2000, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     cfg = {**load_config("tiny")["index"], "pq_bytes": 8, "ivf_nprobe": 8}
-    faiss_index.save(faiss_index.build(vectors, np.arange(2000), kind, cfg), tmp_path / "i.faiss")
+    lists = 16 if kind.startswith("ivf") else 0
+    index = faiss_index.new_index(faiss_index.Choice(kind, "test", lists, 8 if kind == "ivf-pq" else 0), 32, cfg)
+    faiss_index.train(index, vectors)
+    faiss_index.add_blocks(index, [(0, vectors)])
+    faiss_index.save(index, tmp_path / "i.faiss")
     loaded = faiss_index.load(tmp_path / "i.faiss").search(vectors[:30], 5)
     mapped = faiss_index.load_mapped(tmp_path / "i.faiss").search(vectors[:30], 5)
     np.testing.assert_array_equal(mapped[1], loaded[1])

@@ -19,8 +19,10 @@ from typer.testing import CliRunner
 
 from gais_pipe.cli import app as cli
 from gais_pipe.config import load_config
+from gais_pipe.index.layout import read_record
 from gais_pipe.serve.app import create_app
 from gais_pipe.serve.engine import Engine
+from gais_pipe.workdir import Workdir
 
 ROOT = Path(__file__).resolve().parent.parent
 GREYS = {"quiet/grey30.mp4": 30, "tone/grey120.mp4": 120, "tone/grey220.mp4": 220}
@@ -50,7 +52,7 @@ def search(server, text, **options):
 def test_health_says_what_is_served(served):
     server, engine, _, work = served
     status, health = server.json("GET", "/api/health")
-    record = json.loads((work / "index/record.json").read_text())
+    record = read_record(Workdir(work))
     assert status == 200 and health["status"] == "ok"
     assert health["index"]["mode"] == "stage1" and health["index"]["videos"] == 3
     assert health["index"]["checkpoint"].endswith("runs/random/best.safetensors")
@@ -288,12 +290,12 @@ def test_a_rebuilt_index_is_served_without_a_restart(served):
     extract(videos, work)
     status, health = server.json("GET", "/api/health")
     assert health["stale"] is True and "build-index" in health["warning"] and health["index"]["videos"] == 3
-    record = work / "index/record.json"
-    moved = record.with_name("record.moved")
-    os.replace(record, moved)  # what a full rebuild looks like while it runs
+    pointer = work / "index/CURRENT"
+    moved = pointer.with_name("CURRENT.moved")
+    os.replace(pointer, moved)  # no current generation: nothing to serve from the disk
     status, answer = server.json("POST", "/api/search", {"text": "grey"})
     assert status == 503 and "being rebuilt" in answer["error"]
-    os.replace(moved, record)
+    os.replace(moved, pointer)
     run_build_index(work, load_config("tiny"))
     status, health = server.json("GET", "/api/health")
     assert health["index"]["videos"] == 4 and health["stale"] is False and health["warning"] is None
