@@ -10,7 +10,7 @@ is kept in a SQLite staging table on disk, not in memory. What stays in memory i
 itself holds (IVF-SQ8: D+8 bytes a video, 0.5 GB at 1M x 512; exact: nothing) and the k-means sample
 (`train_per_list` x lists x D x 4 bytes, 0.5 GB at 1M). Bound: chunk x row bytes + index (up to
 twice its codes while faiss's lists grow) + sample + ~0.7 GB of Python, torch and faiss; measured
-1.92 GB at 1M videos x 512-d (BENCHMARKS.md).
+1.89 GB at 1M videos x 512-d (BENCHMARKS.md).
 
 It builds a new generation beside the current one and switches to it only when complete
 (`gais_pipe.index.layout`), so a killed build leaves the previous index working. When the features

@@ -154,3 +154,23 @@ def test_an_index_asked_onto_a_gpu_it_cannot_use_says_so_on_stderr(tmp_path, cap
     searchable = open_index(tmp_path, record, store, CUDA0, index_cfg())  # faiss-cpu here: a fallback
     assert "index: CPU: faiss is the CPU build" in capsys.readouterr().err
     assert searchable.max_k is None and searchable.search(vectors[:2], 5)[1][:, 0].tolist() == [0, 1]
+
+
+def test_cuda_arch_reader_finds_each_fatbinary_entry():
+    import importlib.util
+    import struct
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "cuda_archs.py"
+    spec = importlib.util.spec_from_file_location("cuda_archs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def entry(kind: int, sm: int, payload: bytes) -> bytes:
+        header = struct.pack("<HHIQ", kind, 0, 64, len(payload)) + b"\0" * 12 + struct.pack("<I", sm)
+        return header + b"\0" * (64 - len(header)) + payload
+
+    body = entry(2, 80, b"x" * 10) + entry(2, 90, b"y" * 3) + entry(1, 90, b"ptx")
+    blob = b"junk" + module.MAGIC + struct.pack("<HHQ", 1, 16, len(body)) + body + b"tail"
+    assert module.archs(blob) == {("elf", 80): 1, ("elf", 90): 1, ("ptx", 90): 1}
+    assert module.archs(blob * 2)[("elf", 90)] == 2
