@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from .files import write_json_atomically
 
 
 def sha256_file(path: Path, block: int = 1 << 22) -> str:
@@ -47,10 +48,8 @@ def sha256_cached(path: Path, cache: Path) -> str:
     digest = sha256_file(path)
     entries = _read_cache(cache)  # again: another process may have added entries meanwhile
     entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, cache)
+        write_json_atomically(cache, entries)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass  # a read-only workdir: the hash is still right, only not remembered
     return digest
