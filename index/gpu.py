@@ -8,10 +8,12 @@ names (not `index_cpu_to_all_gpus`, which would copy the index to every GPU of t
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .faiss_index import FAISS_PROBLEM, GPU_PQ_BYTES, GPU_PQ_FLOAT16_ONLY, faiss, require_faiss
+
+if TYPE_CHECKING:
+    import torch
 
 GPU_MAX_K = 2048  # faiss GPU k-selection limit (also nprobe's)
 
@@ -34,7 +36,10 @@ def gpu_status(faiss_module=None, torch_gpus: int | None = None) -> GpuStatus:
     count = int(fa.get_num_gpus())
     if count:
         return GpuStatus(count, True, f"faiss-gpu sees {count} GPU(s)")
-    torch_gpus = torch.cuda.device_count() if torch_gpus is None else torch_gpus
+    if torch_gpus is None:
+        import torch  # only here: the numpy query path imports this module and never torch
+
+        torch_gpus = torch.cuda.device_count()
     why = (
         f"while torch sees {torch_gpus}: this faiss wheel has no code for this GPU or CUDA driver (README: GPU wheel)"
         if torch_gpus

@@ -10,8 +10,6 @@ attention, with no gate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,28 +17,7 @@ import torch.nn.functional as F
 from gais_pipe.retrieval.heads import VideoBatch, VideoState
 
 from .embeddings import video_embeddings
-
-
-@dataclass
-class FrameScores:
-    """For M candidate videos of one query: the score, and per sampled frame what explains it."""
-
-    score: np.ndarray  # [M]
-    attention: np.ndarray  # [M, T] the query's attention (trained) or cos(query, frame) (zero-shot)
-    gates: np.ndarray | None  # [M, T] audio gate; None zero-shot
-    mask: np.ndarray  # [M, T] bool: the segment has sound
-    times: np.ndarray  # [M, T] seconds
-    attention_label: str
-
-    def best_frame(self) -> np.ndarray:
-        """[M] the frame each video matched best: the most attention, or the most similar frame."""
-        return self.attention.argmax(axis=1)
-
-    def mean_gate(self, i: int) -> float | None:
-        """How much video i's answer leaned on sound: the mean gate over its frames with sound."""
-        if self.gates is None or not self.mask[i].any():
-            return None
-        return float(self.gates[i][self.mask[i]].mean())
+from .hits import FrameScores
 
 
 def video_batch(rows: dict[str, np.ndarray], device: torch.device, positions=slice(None)) -> VideoBatch:

@@ -1,19 +1,23 @@
 """A built index made searchable: exact search over the store's embeddings, or a faiss index whose
 candidates are re-scored exactly. Either way `search(queries, k)` answers (scores, store rows), best
-first, as a faiss index does."""
+first, as a faiss index does. `open_cpu_index` opens it without torch (exact search in numpy), for the
+numpy query path; torch is imported only by the torch exact index."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from . import faiss_index
 from .gpu import check_k, gpu_status, placement, to_device
 from .store import RerankStore
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ExactIndex:
@@ -21,6 +25,8 @@ class ExactIndex:
     (1M x 512 = 1 GB; no faiss-gpu needed and no top-k cap), fp32 on the CPU."""
 
     def __init__(self, store: RerankStore, device: torch.device):
+        import torch
+
         self.device = device
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.ntotal = len(store)
@@ -30,17 +36,40 @@ class ExactIndex:
                 self.vectors = torch.empty((self.ntotal, block.shape[1]), dtype=self.dtype, device=device)
             self.vectors[first : first + len(block)] = torch.from_numpy(block).to(device, self.dtype)
 
-    @torch.no_grad()
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
         k = min(k, self.ntotal)
         scores_out, ids_out = [], []
         step = max(1, 2**26 // max(self.ntotal, 1))  # at most 64M scores (256 MB) at a time
-        for start in range(0, len(queries), step):
-            query = torch.from_numpy(np.asarray(queries[start : start + step], np.float32)).to(self.device, self.dtype)
-            scores, ids = (query @ self.vectors.T).float().topk(k, dim=1)
-            scores_out.append(scores.cpu().numpy())
-            ids_out.append(ids.cpu().numpy().astype(np.int64))
+        with torch.no_grad():
+            for start in range(0, len(queries), step):
+                batch = np.asarray(queries[start : start + step], np.float32)
+                query = torch.from_numpy(batch).to(self.device, self.dtype)
+                scores, ids = (query @ self.vectors.T).float().topk(k, dim=1)
+                scores_out.append(scores.cpu().numpy())
+                ids_out.append(ids.cpu().numpy().astype(np.int64))
         return np.concatenate(scores_out), np.concatenate(ids_out)
+
+
+class NumpyExactIndex:
+    """ExactIndex's search in float32 numpy on the CPU, for the query path that imports no torch."""
+
+    def __init__(self, store: RerankStore):
+        self.ntotal = len(store)
+        blocks = [block for _, block in store.iter_embeddings()]
+        self.vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self.ntotal)
+        scores = np.asarray(queries, np.float32) @ self.vectors.T  # [Q, N]
+        if k < self.ntotal:
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        else:
+            top = np.tile(np.arange(k), (len(scores), 1))
+        top_scores = np.take_along_axis(scores, top, 1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        return np.take_along_axis(top_scores, order, 1), np.take_along_axis(top, order, 1).astype(np.int64)
 
 
 class VideoIndex:
@@ -87,20 +116,33 @@ def open_index(folder: Path, record: dict, store: RerankStore, device: torch.dev
     kind = record["kind"]
     if kind == "flat":
         return VideoIndex(ExactIndex(store, device), where=f"exact, {device}")
-    cpu_index = faiss_index.load_mapped(folder / "videos.faiss")  # memory-mapped where FAISS can
-    if hasattr(cpu_index, "nprobe"):
-        cpu_index.nprobe = int(cfg["ivf_nprobe"])
-    if kind == "hnsw":
-        cpu_index.hnsw.efSearch = int(cfg["hnsw_ef_search"])
+    cpu_index = _load_faiss(folder, record, cfg)
     place = placement(kind, int(record.get("code_bytes", 0)), device, bool(cfg.get("use_gpu", True)), gpu_status())
     index, place = to_device(cpu_index, place)
     if place.fallback:
         print(f"index: {place.note}", file=sys.stderr)
-    refine = int(cfg["refine_factor"]) if kind in faiss_index.REFINED else 0
+    return _refined(index, record, store, cfg, None if place.gpu is None else 2048, place.note)
+
+
+def open_cpu_index(folder: Path, record: dict, store: RerankStore, cfg: dict) -> VideoIndex:
+    """The generation's index on the CPU, without torch: what `open_index` gives for a CPU runtime device."""
+    if record["kind"] == "flat":
+        return VideoIndex(NumpyExactIndex(store), where="exact, numpy")
+    return _refined(_load_faiss(folder, record, cfg), record, store, cfg, None, "CPU")
+
+
+def _load_faiss(folder: Path, record: dict, cfg: dict):
+    cpu_index = faiss_index.load_mapped(folder / "videos.faiss")  # memory-mapped where FAISS can
+    if hasattr(cpu_index, "nprobe"):
+        cpu_index.nprobe = int(cfg["ivf_nprobe"])
+    if record["kind"] == "hnsw":
+        cpu_index.hnsw.efSearch = int(cfg["hnsw_ef_search"])
+    return cpu_index
+
+
+def _refined(index, record: dict, store: RerankStore, cfg: dict, max_k: int | None, where: str) -> VideoIndex:
+    """Approximate kinds re-score `refine_factor` x k candidates exactly from the store's vectors."""
+    refine = int(cfg["refine_factor"]) if record["kind"] in faiss_index.REFINED else 0
     return VideoIndex(
-        index,
-        rescore=store.embeddings if refine else None,
-        factor=max(refine, 1),
-        max_k=None if place.gpu is None else 2048,
-        where=place.note,
+        index, rescore=store.embeddings if refine else None, factor=max(refine, 1), max_k=max_k, where=where
     )

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from gais_pipe.config import load_config
 from gais_pipe.index import faiss_index
-from gais_pipe.index import search as search_module
+from gais_pipe.index import opening as opening_module
 from gais_pipe.index.layout import current_generation
 from gais_pipe.index.search import Searcher
 from gais_pipe.index_stage import run_build_index
@@ -149,8 +149,8 @@ def test_staleness_is_told_from_the_manifest_without_opening_shards(indexed, mon
     record = json.loads(record_path.read_text())
     assert record["manifest"] == Workdir(indexed).manifest_digest()
     opened = []
-    real_stale = search_module._stale_videos
-    monkeypatch.setattr(search_module, "_stale_videos", lambda work, rec: opened.append(1) or real_stale(work, rec))
+    real_stale = opening_module.stale_videos
+    monkeypatch.setattr(opening_module, "stale_videos", lambda work, rec: opened.append(1) or real_stale(work, rec))
     Searcher(indexed, config)
     assert opened == []
     old = {k: v for k, v in record.items() if k != "manifest"}  # an index built before the record had it
