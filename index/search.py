@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from gais_pipe.distributed import resolve_device
 from gais_pipe.retrieval.checkpoints import load_head
-from gais_pipe.retrieval.text_features import TextEncoder
+from gais_pipe.retrieval.text_features import TextEncoder, export_text_tower
 from gais_pipe.workdir import Workdir
 
 from .hits import Frames, FrameScores, Hit, RowsById, VideoList, hits_as_dicts, ranked_hits
@@ -50,6 +50,10 @@ class Searcher:
         self.prepared = PreparedStates(self.model, budget, int(self.index.ntotal)) if self.model is not None else None
         self.encoder = TextEncoder(self.work, self.device)
         self.record = record
+        try:  # the next query process can then run without torch (index/numpy_search.py)
+            export_text_tower(self.work, self.encoder)
+        except OSError:  # a read-only workdir: only that speed-up is lost
+            pass
 
     def encode(self, text: str) -> torch.Tensor:
         """[1, D] the CLIP text embedding of a query."""

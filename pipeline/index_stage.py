@@ -36,6 +36,7 @@ from gais_pipe.index.embeddings import video_embeddings
 from gais_pipe.index.gpu import gpu_status, placement
 from gais_pipe.index.store import COLUMNS, RerankStore, StoreWriter
 from gais_pipe.retrieval.checkpoints import latest_checkpoint, load_head
+from gais_pipe.retrieval.text_features import export_text_tower
 from gais_pipe.workdir import Workdir, WorkdirError
 from gais_pipe.workdir.shards import read_attrs, read_rows
 
@@ -232,6 +233,7 @@ def run_build_index(
 ) -> dict:
     work = Workdir(workdir)
     model, identity, device, dim = _embedding_model(work, config, checkpoint, zero_shot)
+    export_text_tower(work)  # so that `query` can encode its text without torch (retrieval/numpy_text.py)
     started = time.perf_counter()
     with layout.build_lock(work):
         layout.clean(work)
