@@ -262,6 +262,9 @@ def query(
     queries: Path | None = typer.Option(None, help="A text file with one query per line, answered in one process."),
     json_output: bool = typer.Option(False, "--json", help="JSON lines for programs instead of a table."),
     checkpoint: Path | None = typer.Option(None, help="Check that the index was built with these heads."),
+    engine: str = typer.Option(
+        "auto", help="auto: numpy (no torch import) where it can answer, else torch; or numpy, torch."
+    ),
     config: str | None = CONFIG,
     overrides: list[str] = OVERRIDES,
 ) -> None:
@@ -270,7 +273,7 @@ def query(
 
     cfg = stage_config(workdir, config, overrides)
     try:
-        run_query(workdir, cfg, read_queries(text, queries), k, rerank_k, checkpoint, json_output)
+        run_query(workdir, cfg, read_queries(text, queries), k, rerank_k, checkpoint, json_output, engine)
     except (*_stage_errors(), RuntimeError) as error:
         fail(error_line(error))
 

@@ -1,4 +1,8 @@
-"""The query command: read the queries, answer each with one loaded searcher, print the hits."""
+"""The query command: read the queries, answer each with one loaded searcher, print the hits.
+
+The searcher is the numpy one (index/numpy_search.py) wherever it can answer, so that a one-query process
+never imports torch (2 s of a small machine's time); else the torch `Searcher`, and `--json` says why.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from gais_pipe.index.search import Hit, Searcher, hits_as_dicts
+from gais_pipe.index.hits import Hit, hits_as_dicts
+
+ENGINES = ("auto", "numpy", "torch")
 
 
 def read_queries(text: str | None, queries_file: Path | None) -> list[str]:
@@ -32,17 +38,37 @@ def run_query(
     rerank_k: int | None = None,
     checkpoint: Path | None = None,
     json_output: bool = False,
+    engine: str = "auto",
 ) -> None:
-    set_search_threads(config)
-    searcher = Searcher(workdir, config, checkpoint)
+    searcher, why_torch = open_searcher(workdir, config, checkpoint, engine)
     k = k or int(config["query"]["k"])
     rerank_k = rerank_k if rerank_k is not None else int(config["query"]["rerank_k"])
     for text in texts:
         hits = searcher.search(text, k, rerank_k)
         if json_output:
-            print(json.dumps({"query": text, "results": hits_as_dicts(hits)}))
+            answer = {"query": text, "results": hits_as_dicts(hits), "engine": searcher.engine}
+            print(json.dumps(answer | ({"engine_note": why_torch} if why_torch else {})))
         else:
             Console().print(hits_table(text, hits, searcher.record["identity"]["mode"]))
+
+
+def open_searcher(workdir: Path, config: dict, checkpoint: Path | None, engine: str = "auto"):
+    """(searcher, why the torch one was chosen or None): `engine` auto takes numpy where it can answer."""
+    if engine not in ENGINES:
+        raise ValueError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
+    why_torch = "--engine torch"
+    if engine != "torch":
+        from gais_pipe.index.numpy_search import open_numpy_searcher
+
+        searcher, why_torch = open_numpy_searcher(workdir, config, checkpoint)
+        if searcher is not None:
+            return searcher, None
+        if engine == "numpy":
+            raise ValueError(f"--engine numpy: {why_torch}")
+    from gais_pipe.index.search import Searcher
+
+    set_search_threads(config)
+    return Searcher(workdir, config, checkpoint), why_torch
 
 
 def set_search_threads(config: dict) -> None:
