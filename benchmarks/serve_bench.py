@@ -11,9 +11,11 @@ free 127.0.0.1 port and, after a warm-up, sends --requests searches (k 10, reran
 turn from a fixed list) from 1, 4 and 16 concurrent clients, each a thread with one kept-alive
 http.client connection. Per level: latency p50 / p99 / mean as the client sees it, throughput,
 errors (any non-200 answer or exception). Every request goes to 127.0.0.1; every loop is bounded
-by --requests and by --max-seconds per level. Then --startup runs of a one-query `gais-pipe query`
-process (wall, user and system seconds, median). The load average is recorded before and after:
-other work on the machine shows up in every figure.
+by --requests and by --max-seconds per level (--no-serve skips the service). Then --startup runs of a
+one-query `gais-pipe query` process (wall, user and system seconds, median), interleaved: the default
+engine (numpy where it can answer), `--engine torch`, and `python -c "import torch, numpy, faiss"`
+for reference. The load average is recorded before and after: other work on the machine shows up in
+every figure.
 """
 
 from __future__ import annotations
@@ -143,26 +145,39 @@ def level(port: int, clients: int, requests: int, max_seconds: float) -> dict:
 
 
 def startup(work: Path, config: str, runs: int) -> dict:
-    """A one-query `gais-pipe query` process, as /usr/bin/time would see it: wall, user, system seconds."""
-    measured = []
+    """One-query `gais-pipe query` processes, as /usr/bin/time would see them (wall, user, system seconds),
+    with each engine, interleaved run by run so that the machine's load falls on both alike."""
+    query = [str(Path(sys.executable).with_name("gais-pipe")), "query", TEXTS[0], "-w", str(work), "--config", config]
+    commands = {
+        "default": query,
+        "torch": [*query, "--engine", "torch"],
+        "import torch, numpy, faiss": [sys.executable, "-c", "import torch, numpy, faiss"],
+    }
+    used = json.loads(subprocess.run([*query, "--json"], check=True, capture_output=True, text=True).stdout)
+    measured: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
     for _ in range(runs):
-        before = os.times()
-        started = time.perf_counter()
-        subprocess.run(
-            [str(Path(sys.executable).with_name("gais-pipe")), "query", TEXTS[0], "-w", str(work), "--config", config],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        after = os.times()
-        measured.append(
-            (
-                time.perf_counter() - started,
-                after.children_user - before.children_user,
-                after.children_system - before.children_system,
+        for name, command in commands.items():
+            before = os.times()
+            started = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            after = os.times()
+            measured[name].append(
+                (
+                    time.perf_counter() - started,
+                    after.children_user - before.children_user,
+                    after.children_system - before.children_system,
+                )
             )
-        )
-    wall, user, system = (statistics.median(values) for values in zip(*measured))
-    return {"runs": runs, "wall_s": round(wall, 2), "user_s": round(user, 2), "system_s": round(system, 2)}
+    out = {"runs": runs, "default_engine": used["engine"], "default_engine_note": used.get("engine_note")}
+    for name, values in measured.items():
+        wall, user, system = (statistics.median(column) for column in zip(*values))
+        out[name] = {
+            "wall_s": round(wall, 2),
+            "user_s": round(user, 2),
+            "system_s": round(system, 2),
+            "wall_range_s": [round(min(v[0] for v in values), 2), round(max(v[0] for v in values), 2)],
+        }
+    return out
 
 
 def main() -> None:
@@ -176,7 +191,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="searches per concurrency level")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--max-seconds", type=float, default=120.0, help="bound on each level's duration")
-    parser.add_argument("--startup", type=int, default=5, help="one-query processes to time (0: none)")
+    parser.add_argument("--startup", type=int, default=5, help="one-query processes to time per engine (0: none)")
+    parser.add_argument("--no-serve", action="store_true", help="skip the service; time only one-query processes")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
 
@@ -191,6 +207,18 @@ def main() -> None:
         "load_before": os.getloadavg(),
         "levels": [],
     }
+    if not args.no_serve:
+        serve_levels(args, result)
+    if args.startup:
+        result["query_process"] = startup(args.work, args.config, args.startup)
+        print(json.dumps(result["query_process"]), flush=True)
+    result["load_after"] = os.getloadavg()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def serve_levels(args: argparse.Namespace, result: dict) -> None:
     port = free_port()
     server = start_server(args.work, args.config, port)
     try:
@@ -202,13 +230,6 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    if args.startup:
-        result["query_process"] = startup(args.work, args.config, args.startup)
-        print(json.dumps(result["query_process"]), flush=True)
-    result["load_after"] = os.getloadavg()
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
