@@ -11,6 +11,7 @@ default schedule and evaluate each variant on the test split (the checkpoint cho
   fgf-bilinear  FGF, linear gate + low-rank t^T B a'
   fgf-iso       FGF bilinear + isotropic perturbation
   fgf-svsp      FGF bilinear + SVSP (the defaults)
+  fgf-svsp-g0.5 the defaults with the gates starting at 0.5 instead of 0.2
 and, for fgf-svsp, two stages (stage-1 top K re-ranked, K = 10% of the test videos unless --k) against
 exhaustive scoring. Claim 1 (benchmarks/gate_auc.py): the AUC of each caption's mean gate on its own
 clip, captions naming the sound against clips of unnamed noise, for the linear and the bilinear gate.
@@ -50,6 +51,7 @@ VARIANTS = {
     "fgf-bilinear": ["model.perturbation='none'"],
     "fgf-iso": ["model.perturbation='isotropic'"],
     "fgf-svsp": [],
+    "fgf-svsp-g0.5": ["model.gate_init=0.5"],
 }
 GATED = ("fgf-linear", "fgf-bilinear", "fgf-svsp")  # the variants whose gate AUC is reported
 

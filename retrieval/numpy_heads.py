@@ -33,6 +33,7 @@ EVAL_NEUTRAL = (
     "dropout",
     "logit_scale_init",
     "gate_rank",
+    "gate_init",
 )
 MIRRORED = ("audio", "gate", "gate_bilinear", "pooling", "text_adapter", *EVAL_NEUTRAL)
 LN_EPS = 1e-5  # the heads' nn.LayerNorm default

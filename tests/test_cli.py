@@ -22,7 +22,7 @@ def test_extract_then_info(tmp_path):
     assert strict.exit_code == 1
     info = runner.invoke(app, ["info", str(tmp_path / "w")])
     assert info.exit_code == 0, info.output
-    for expected in ("gais-tiny-vit", "logmel", "videos", "failures"):
+    for expected in ("gais-tiny", "logmel", "videos", "failures"):
         assert expected in info.output
     record = json.loads((tmp_path / "w/workdir.json").read_text())
     assert f"sha256 {record['clip']['sha256'][:12]}, {record['identity']['embed_dim']}-d" in info.output
