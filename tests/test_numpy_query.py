@@ -5,13 +5,12 @@ searcher; a one-query process on that path never imports torch, and what the mir
 goes to torch with the reason said."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import query_process
 
 from gais_pipe.config import load_config
 from gais_pipe.index.numpy_search import open_numpy_searcher, torch_free_device
@@ -273,17 +272,7 @@ def test_the_export_is_remade_when_missing_or_stale_and_unsupported_heads_go_to_
 def test_a_one_query_process_never_imports_torch(feature_work):
     config = load_config("tiny")
     index_random_heads(feature_work, config["model"])
-    probe = (
-        "import atexit, json, sys\n"
-        "atexit.register(lambda: print('MODULES ' + json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
-        "from gais_pipe.cli import app\n"
-        f"sys.argv = ['gais-pipe', 'query', {QUERIES[0]!r}, '-w', {str(feature_work)!r}, '--json']\n"
-        "app()\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
-    modules = json.loads(done.stderr.split("MODULES ", 1)[1])
+    answer, modules = query_process(feature_work, QUERIES[0], timeout=120)
     assert answer["engine"] == "numpy" and "engine_note" not in answer
     assert not [m for m in modules if m.split(".")[0] in ("torch", "open_clip", "scipy")]
     expected = Searcher(feature_work, config).search(QUERIES[0], 10, 100)

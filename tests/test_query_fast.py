@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import extract
+from conftest import extract, query_process
 from media import make_video
 from safetensors.torch import save_file
 
@@ -182,17 +182,8 @@ def test_a_memory_mapped_index_searches_like_a_loaded_one(kind, tmp_path):
 
 
 def test_a_one_query_process_imports_only_what_it_needs(indexed):
-    probe = (
-        "import atexit, json, sys\n"
-        "atexit.register(lambda: print('MODULES ' + json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
-        "from gais_pipe.cli import app\n"
-        f"sys.argv = ['gais-pipe', 'query', 'a grey picture', '-w', {str(indexed)!r}, '--json']\n"
-        "app()\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["results"][0]["video"] in ("clip0.mp4", "clip1.mp4")
-    modules = json.loads(done.stderr.split("MODULES ", 1)[1])
+    answer, modules = query_process(indexed, "a grey picture")
+    assert answer["results"][0]["video"] in ("clip0.mp4", "clip1.mp4")
     heavy = ("torch", "open_clip", "transformers", "torchvision", "h5py", "matplotlib", "fastapi", "uvicorn")
     assert not [m for m in modules if m in heavy], [m for m in modules if m in heavy]
 
