@@ -6,6 +6,11 @@ For every test caption, the mean gate over its own clip's frames that have sound
 that name their clip's sound (tone or word families). Negatives: captions of clips whose sound is
 noise that no caption names. The AUC is the probability that a random positive's gate is above a
 random negative's (0.5: the gate does not tell them apart). Reads make-synthetic's videos.json.
+
+The sharper test, where make-synthetic wrote `gate_probe.jsonl` beside videos.json: each named-sound test clip
+under two captions, one that names its sound and the same sentence without it. Claim 1 says the gate opens
+more under the first; reported as the mean difference of the clip's mean gate and the share of clips where it
+is positive.
 """
 
 from __future__ import annotations
@@ -62,6 +67,30 @@ def own_clip_gates(model, split, facts: dict) -> dict[str, list[float]]:
     return groups
 
 
+@torch.no_grad()
+def probe_pairs(model, split, encode_texts, lines: list[dict]) -> dict:
+    """Mean gate of one clip under the caption naming its sound minus under the visual-only one, per clip."""
+    model.eval()
+    rows = {Path(video).name: i for i, video in enumerate(split.video_ids)}
+    texts = torch.from_numpy(encode_texts([line["caption"] for line in lines])).float()
+    differences = []
+    for k in range(0, len(lines) - 1, 2):
+        pair = lines[k : k + 2]
+        if pair[0]["video"] != pair[1]["video"] or Path(pair[0]["video"]).name not in rows:
+            continue
+        batch = split.videos.take([rows[Path(pair[0]["video"]).name]])
+        heard = batch.mask[0].bool()
+        gates = model.pool(model.encode_text(texts[k : k + 2]), batch.to("cpu")).gates[:, 0][:, heard].mean(-1)
+        named, plain = (gates[0], gates[1]) if pair[0]["names_sound"] else (gates[1], gates[0])
+        differences.append(float(named - plain))
+    values = np.asarray(differences)
+    return {
+        "pairs": len(values),
+        "mean_difference": float(values.mean()) if len(values) else float("nan"),
+        "share_positive": float((values > 0).mean()) if len(values) else float("nan"),
+    }
+
+
 def gate_report(model, split, facts: dict) -> dict:
     groups = own_clip_gates(model, split, facts)
     return {
@@ -83,13 +112,9 @@ def main() -> int:
     args = parser.parse_args()
     work = Workdir(args.workdir)
     model, meta, path = load_head(work, args.checkpoint, torch.device("cpu"))
+    encoder = TextEncoder(work, torch.device("cpu"))
     splits, _ = caption_splits(
-        work,
-        Path(meta["captions"]),
-        meta.get("dataset"),
-        meta["config"]["train"],
-        TextEncoder(work, torch.device("cpu")),
-        False,
+        work, Path(meta["captions"]), meta.get("dataset"), meta["config"]["train"], encoder, False
     )
     facts = {Path(f["video"]).name: f for f in json.loads(args.videos_json.read_text())}
     facts = {video: facts[Path(video).name] for video in splits[args.split].video_ids}
@@ -98,6 +123,14 @@ def main() -> int:
         f"{path}: gate AUC {report['auc']:.3f} (named mean {report['named_mean']:.3f}, n={report['named_n']}; "
         f"noise mean {report['noise_mean']:.3f}, n={report['noise_n']})"
     )
+    probe_file = args.videos_json.with_name("gate_probe.jsonl")
+    if probe_file.is_file():
+        lines = [json.loads(line) for line in probe_file.read_text().splitlines() if line.strip()]
+        pairs = probe_pairs(model, splits[args.split], encoder, [x for x in lines if x["split"] == args.split])
+        print(
+            f"one clip, two captions ({pairs['pairs']} clips): gate naming its sound - gate without it "
+            f"{pairs['mean_difference']:+.3f} on average, positive for {100 * pairs['share_positive']:.0f}%"
+        )
     return 0
 
 
