@@ -12,9 +12,11 @@ default schedule and evaluate each variant on the test split (the checkpoint cho
   fgf-iso       FGF bilinear + isotropic perturbation
   fgf-svsp      FGF bilinear + SVSP (the defaults)
   fgf-svsp-g0.5 the defaults with the gates starting at 0.5 instead of 0.2
+  fgf-relevance the defaults with the "relevance" gate: the text acts only through alpha * cos(t, a'), alpha >= 0
 and, for fgf-svsp, two stages (stage-1 top K re-ranked, K = 10% of the test videos unless --k) against
-exhaustive scoring. Claim 1 (benchmarks/gate_auc.py): the AUC of each caption's mean gate on its own
-clip, captions naming the sound against clips of unnamed noise, for the linear and the bilinear gate.
+exhaustive scoring. Claim 1 (benchmarks/gate_auc.py), for each text-dependent gate: the AUC of each caption's
+mean gate on its own clip, captions naming the sound against clips of unnamed noise; and the sharper test of
+gate_probe.jsonl, one clip's mean gate under a caption naming its sound minus under the same sentence without it.
 Writes OUT/results.json, OUT/gates.png and prints a Markdown table.
 """
 
@@ -41,7 +43,7 @@ from gais_pipe.train_stage import run_train
 from gais_pipe.workdir import Workdir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gate_auc import gate_report  # noqa: E402
+from gate_auc import gate_report, probe_pairs  # noqa: E402
 
 VARIANTS = {
     "mean-pool": ["model.audio=false", "model.pooling='mean'", "model.perturbation='none'"],
@@ -52,8 +54,9 @@ VARIANTS = {
     "fgf-iso": ["model.perturbation='isotropic'"],
     "fgf-svsp": [],
     "fgf-svsp-g0.5": ["model.gate_init=0.5"],
+    "fgf-relevance": ["model.gate='relevance'"],
 }
-GATED = ("fgf-linear", "fgf-bilinear", "fgf-svsp")  # the variants whose gate AUC is reported
+GATED = ("fgf-linear", "fgf-bilinear", "fgf-svsp", "fgf-relevance")  # the variants whose gate is measured
 
 
 def run_seed(seed: int, videos: int, out: Path, k: int | None) -> dict:
@@ -65,9 +68,9 @@ def run_seed(seed: int, videos: int, out: Path, k: int | None) -> dict:
     quiet = Console(quiet=True)
     run_extract(Path(made["folder"]), work, load_config("tiny"), console=quiet, show_progress=False)
     # the test split is the same for every variant: joined (features read, captions embedded) once
-    split = join(Workdir(work), load_captions(captions), TextEncoder(Workdir(work), torch.device("cpu")), False)[0][
-        "test"
-    ]
+    encoder = TextEncoder(Workdir(work), torch.device("cpu"))
+    split = join(Workdir(work), load_captions(captions), encoder, False)[0]["test"]
+    probes = [json.loads(line) for line in Path(made["gate_probe_file"]).read_text().splitlines() if line.strip()]
     facts = {video: facts[video] for video in split.video_ids}
     k = k or max(1, round(0.1 * len(split.video_ids)))
     results: dict = {"gates": {}}
@@ -83,6 +86,7 @@ def run_seed(seed: int, videos: int, out: Path, k: int | None) -> dict:
         if name in GATED:
             results["gates"][name] = gate_report(model, split, facts)
             results[name]["gate AUC"] = results["gates"][name]["auc"]
+            results[name]["probe +"] = probe_pairs(model, split, encoder, probes)["mean_difference"]
         print(f"seed {seed} {name}: {results[name]} ({trained.history[-1]['epoch']} epochs)", flush=True)
     results["test_videos"] = len(split.video_ids)
     results["k"] = k
@@ -122,10 +126,10 @@ def main() -> int:
     per_seed = [run_seed(seed, args.videos, args.out, args.k) for seed in args.seeds]
     rows = [*VARIANTS, "stage1-only", "two-stage"]
     summary = {}
-    print("\n| variant | R@1 | R@5 | R@10 | gate AUC |\n| --- | --- | --- | --- | --- |")
+    print("\n| variant | R@1 | R@5 | R@10 | gate AUC | probe + |\n| --- | --- | --- | --- | --- | --- |")
     for name in rows:
         cells = []
-        for metric in ("R@1", "R@5", "R@10", "gate AUC"):
+        for metric in ("R@1", "R@5", "R@10", "gate AUC", "probe +"):
             if metric not in per_seed[0][name]:
                 cells.append("")
                 continue
@@ -134,7 +138,7 @@ def main() -> int:
                 "mean": float(values.mean()),
                 "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
             }
-            digits = 2 if metric == "gate AUC" else 1
+            digits = 1 if metric.startswith("R@") else 2
             cells.append(f"{values.mean():.{digits}f} ± {summary[name][metric]['std']:.{digits}f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
     for name in GATED:

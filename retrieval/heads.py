@@ -21,7 +21,7 @@ from torch import nn
 
 from .standardise import Standardiser, fit_statistics
 
-GATES = ("text", "text-free", "fixed")
+GATES = ("text", "text-free", "fixed", "relevance")
 BILINEAR = ("none", "diagonal", "lowrank")
 PERTURBATIONS = ("none", "isotropic", "svsp")
 POOLINGS = ("xpool", "mean")
@@ -92,11 +92,13 @@ class GAISHead(nn.Module):
         self.pooling = cfg.get("pooling", "xpool")
         self.perturbation = cfg.get("perturbation", "svsp")
         self.bilinear = cfg.get("gate_bilinear", "none") if self.gate_kind == "text" else "none"
+        if self.gate_kind == "relevance":  # the text acts only through alpha * cos(t, a'), alpha >= 0
+            self.bilinear = "cosine"
         if (
             self.gate_kind not in GATES
             or self.perturbation not in PERTURBATIONS
             or self.pooling not in POOLINGS
-            or self.bilinear not in BILINEAR
+            or cfg.get("gate_bilinear", "none") not in BILINEAR
         ):
             raise ValueError(
                 f"model: gate in {GATES}, perturbation in {PERTURBATIONS}, pooling in {POOLINGS}, "
@@ -148,8 +150,10 @@ class GAISHead(nn.Module):
     def _init_bilinear(self, rank: int) -> None:
         """The text x audio term t^T B a' of the gate: B = U^T V of rank r, or diagonal. It starts at zero
         (V = 0, or b = 0), so training starts from the linear gate; U is random so V gets a gradient."""
-        self.gate_text_factor = self.gate_audio_factor = self.gate_diagonal = None
-        if self.bilinear == "lowrank":
+        self.gate_text_factor = self.gate_audio_factor = self.gate_diagonal = self.gate_cosine = None
+        if self.bilinear == "cosine":  # log alpha; alpha = 5 at the start
+            self.gate_cosine = nn.Parameter(torch.tensor(math.log(5.0)))
+        elif self.bilinear == "lowrank":
             self.gate_text_factor = nn.Linear(self.dim, rank, bias=False)
             nn.init.normal_(self.gate_text_factor.weight, std=self.dim**-0.5)
             self.gate_audio_factor = nn.Linear(self.dim, rank, bias=False)
@@ -198,7 +202,7 @@ class GAISHead(nn.Module):
         frames = self.frame_stats(videos.frames)
         audio, mask = self._audio(videos)
         diff = audio - frames
-        if self.gate_kind == "text":
+        if self.gate_kind in ("text", "relevance"):
             w = self.gate.weight[0]
             gate_logits = frames @ w[: self.dim] + audio @ w[self.dim : 2 * self.dim]
         elif self.gate_kind == "text-free":
@@ -211,6 +215,8 @@ class GAISHead(nn.Module):
             gate_audio = self.gate_audio_factor(audio)
         elif self.gate_diagonal is not None:
             gate_audio = audio * self.gate_diagonal
+        elif self.gate_cosine is not None:
+            gate_audio = F.normalize(audio, dim=-1) * self.gate_cosine.exp()
         v_c = frames - frames.mean(-1, keepdim=True)
         d_c = diff - diff.mean(-1, keepdim=True)
         key_v = key_d = out_v = out_d = None
@@ -242,8 +248,12 @@ class GAISHead(nn.Module):
         logits = state.gate_logits.unsqueeze(0).expand(text.shape[0], -1, -1)
         if self.gate_kind == "text":
             logits = logits + (text @ self.gate.weight[0, 2 * self.dim :] + self.gate.bias)[:, None, None]
-        if state.gate_audio is not None:  # the bilinear term t^T B a'
+        elif self.gate_kind == "relevance":
+            logits = logits + self.gate.bias
+        if state.gate_audio is not None:  # the bilinear term t^T B a' (or alpha cos(t, a'))
             text_side = self.gate_text_factor(text) if self.gate_text_factor is not None else text
+            if self.gate_cosine is not None:
+                text_side = F.normalize(text, dim=-1)
             logits = logits + torch.einsum("nr,mtr->nmt", text_side, state.gate_audio)
         return torch.sigmoid(logits) * state.mask.unsqueeze(0)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .numpy_text import gelu, layer_norm, sigmoid, softmax
 
-GATES = ("text", "text-free", "fixed")
+GATES = ("text", "text-free", "fixed", "relevance")
 BILINEAR = ("none", "diagonal", "lowrank")
 POOLINGS = ("xpool", "mean")
 PERTURBATIONS = ("none", "isotropic", "svsp")  # training only: eval scores are the same for each
@@ -86,6 +86,8 @@ def expected_keys(cfg: dict) -> set[str]:
         keys |= {"gate_text_factor.weight", "gate_audio_factor.weight"}
     elif bilinear == "diagonal":
         keys.add("gate_diagonal")
+    if cfg.get("gate", "text") == "relevance":
+        keys.add("gate_cosine")
     return keys
 
 
@@ -118,6 +120,8 @@ class NumpyHeads:
         self.gate_kind = cfg.get("gate", "text")
         self.pooling = cfg.get("pooling", "xpool")
         self.bilinear = cfg.get("gate_bilinear", "none") if self.gate_kind == "text" else "none"
+        if self.gate_kind == "relevance":
+            self.bilinear = "cosine"
         self.text_adapter = bool(cfg.get("text_adapter", True))
 
     def _linear(self, name: str, x: np.ndarray) -> np.ndarray:
@@ -150,7 +154,7 @@ class NumpyHeads:
         audio = self._linear("audio_proj", self._standardise("audio", audio) * heard[..., None])
         mask = heard if self.use_audio else np.zeros_like(heard)
         diff = audio - frames
-        if self.gate_kind == "text":
+        if self.gate_kind in ("text", "relevance"):
             w = self.w["gate.weight"][0]
             gate_logits = frames @ w[:d] + audio @ w[d : 2 * d]
         elif self.gate_kind == "text-free":
@@ -163,6 +167,8 @@ class NumpyHeads:
             gate_audio = audio @ self.w["gate_audio_factor.weight"].T
         elif self.bilinear == "diagonal":
             gate_audio = audio * self.w["gate_diagonal"]
+        elif self.bilinear == "cosine":
+            gate_audio = _normalize(audio) * np.exp(self.w["gate_cosine"])
         v_c = frames - frames.mean(-1, keepdims=True)
         d_c = diff - diff.mean(-1, keepdims=True)
         key_v = key_d = out_v = out_d = None
@@ -196,8 +202,12 @@ class NumpyHeads:
         logits = np.broadcast_to(state.gate_logits[None], (len(text), *state.gate_logits.shape))
         if self.gate_kind == "text":
             logits = logits + (text @ self.w["gate.weight"][0, 2 * d :] + self.w["gate.bias"])[:, None, None]
+        elif self.gate_kind == "relevance":
+            logits = logits + self.w["gate.bias"]
         if state.gate_audio is not None:
             side = text @ self.w["gate_text_factor.weight"].T if self.bilinear == "lowrank" else text
+            if self.bilinear == "cosine":
+                side = _normalize(text)
             logits = logits + np.einsum("nr,mtr->nmt", side, state.gate_audio)
         return sigmoid(logits) * state.mask[None]
 

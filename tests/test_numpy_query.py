@@ -98,6 +98,7 @@ VARIANTS = [
         ("text", "none"),
         ("text", "diagonal"),
         ("text", "lowrank"),
+        ("relevance", "none"),
         ("text-free", "none"),
         ("fixed", "none"),
     ]  # fmt: skip
