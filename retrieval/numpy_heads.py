@@ -154,10 +154,10 @@ class NumpyHeads:
         audio = self._linear("audio_proj", self._standardise("audio", audio) * heard[..., None])
         mask = heard if self.use_audio else np.zeros_like(heard)
         diff = audio - frames
-        if self.gate_kind in ("text", "relevance"):
+        if self.gate_kind == "text":
             w = self.w["gate.weight"][0]
             gate_logits = frames @ w[:d] + audio @ w[d : 2 * d]
-        elif self.gate_kind == "text-free":
+        elif self.gate_kind in ("text-free", "relevance"):
             w = self.w["gate0.weight"][0]
             gate_logits = frames @ w[:d] + audio @ w[d:] + self.w["gate0.bias"]
         else:
@@ -202,8 +202,6 @@ class NumpyHeads:
         logits = np.broadcast_to(state.gate_logits[None], (len(text), *state.gate_logits.shape))
         if self.gate_kind == "text":
             logits = logits + (text @ self.w["gate.weight"][0, 2 * d :] + self.w["gate.bias"])[:, None, None]
-        elif self.gate_kind == "relevance":
-            logits = logits + self.w["gate.bias"]
         if state.gate_audio is not None:
             side = text @ self.w["gate_text_factor.weight"].T if self.bilinear == "lowrank" else text
             if self.bilinear == "cosine":

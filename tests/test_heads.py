@@ -179,19 +179,21 @@ def test_the_bilinear_gate_term_starts_at_zero_and_is_text_times_audio(bilinear)
     torch.testing.assert_close(gates, torch.sigmoid(logits) * batch.mask.float(), atol=1e-5, rtol=1e-5)
 
 
-def test_the_relevance_gate_lets_the_text_act_only_through_its_cosine_with_the_audio():
-    """gate = "relevance": logit = w_v v + w_a a' + b + alpha cos(t, a'), alpha = exp(.): no linear text term,
-    so a caption cannot open the gate on audio unlike what it says (the mismatch route of the linear gate)."""
+def test_the_relevance_gate_is_the_stage1_gate_opened_further_by_the_texts_cosine_with_the_audio():
+    """gate = "relevance": logit = (text-free stage-1 logit: w0_v v + w0_a a' + b0) + alpha cos(t, a'), alpha =
+    exp(.) >= 0: no linear text term, so a caption cannot open the gate on audio unlike what it says (the mismatch
+    route of the linear text gate), and the part that tells sound from noise is the one stage 1 trains."""
     batch, text = videos(), torch.randn(3, D)
     model = head(gate="relevance")
     audio, _ = model._audio(batch)
-    w = model.gate.weight[0]
-    linear = (model.frame_stats(batch.frames) @ w[:D] + audio @ w[D : 2 * D]).unsqueeze(0) + model.gate.bias
+    w = model.gate0.weight[0]
+    base = (model.frame_stats(batch.frames) @ w[:D] + audio @ w[D:] + model.gate0.bias).unsqueeze(0)
     cos = torch.nn.functional.cosine_similarity(text[:, None, None, :], audio[None], dim=-1)
-    expected = torch.sigmoid(linear + model.gate_cosine.exp() * cos) * batch.mask.float()
+    expected = torch.sigmoid(base + model.gate_cosine.exp() * cos) * batch.mask.float()
     torch.testing.assert_close(model.pool(text, batch).gates, expected, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
-        model.gate.weight[0, 2 * D :] += 5.0  # the text part of the linear gate is not used
+        model.gate.weight += 5.0  # the linear text gate's weights are not used
+        model.gate.bias += 5.0
     torch.testing.assert_close(model.pool(text, batch).gates, expected, atol=1e-5, rtol=1e-5)
 
 
