@@ -157,7 +157,9 @@ def test_what_the_mirror_does_not_cover_is_named():
     assert "model.heads" in unsupported({**cfg, "heads": 2}, names)
     assert "model.pooling" in unsupported({**cfg, "pooling": "max"}, names)
     assert "gate_scale" in unsupported(cfg, names | {"gate_scale"})
-    assert "differ from what the numpy heads mirror" in unsupported({**cfg, "gate": "text", "gate_bilinear": "diagonal"}, names)
+    assert "differ from what the numpy heads mirror" in unsupported(
+        {**cfg, "gate": "text", "gate_bilinear": "diagonal"}, names
+    )
 
 
 def test_numpy_exact_index_searches_as_the_torch_one():
