@@ -20,7 +20,7 @@ import numpy as np
 
 from gais_pipe.retrieval import numpy_text
 from gais_pipe.retrieval.bpe_tokenizer import clip_tokenizer
-from gais_pipe.retrieval.numpy_heads import NumpyHeads, NumpyState, load_heads
+from gais_pipe.retrieval.numpy_heads import NumpyHeads, NumpyState, load_heads, normalize
 from gais_pipe.workdir import Workdir
 
 from .hits import Frames, FrameScores, Hit, VideoList, ranked_hits
@@ -92,7 +92,7 @@ class NumpySearcher:
     def search_frames(self, text: str, k: int, rerank_k: int) -> list[tuple[Hit, Frames]]:
         """As Searcher.search_frames."""
         clip_text = self.encode(text)
-        query = _unit(clip_text) if self.heads is None else self.heads.stage1_query(clip_text)
+        query = normalize(clip_text) if self.heads is None else self.heads.stage1_query(clip_text)
         depth = min(max(k, rerank_k if self.heads is not None else k), int(self.index.ntotal))
         if depth <= 0:
             return []
@@ -103,20 +103,16 @@ class NumpySearcher:
         return ranked_hits(score_rows(self.heads, clip_text, rows, state), order, self.videos, k)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def score_rows(heads: NumpyHeads | None, clip_text: np.ndarray, rows: dict, state: NumpyState | None) -> FrameScores:
     """rerank.score_rows in numpy: trained heads' full score, gates and attention; zero-shot the index's
     own score (unit mean of unit frames) and each frame's cosine with the query."""
     mask = np.asarray(rows["audio_mask"], dtype=bool)
     times = np.asarray(rows["frame_times"], dtype=np.float32)
     if heads is None:
-        query = _unit(clip_text.astype(np.float32))[0]
-        frames = _unit(np.asarray(rows["frame_features"], np.float32))
+        query = normalize(clip_text.astype(np.float32))[0]
+        frames = normalize(np.asarray(rows["frame_features"], np.float32))
         cosines = np.einsum("d,mtd->mt", query, frames)
-        score = _unit(frames.mean(axis=1)) @ query
+        score = normalize(frames.mean(axis=1)) @ query
         return FrameScores(score, cosines, None, mask, times, "cos(query, frame)")
     if state is None:
         state = heads.prepare(rows["frame_features"], rows["audio_features"], mask)

@@ -148,11 +148,12 @@ class GAISHead(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(float(scale))))
 
     def _init_bilinear(self, rank: int) -> None:
-        """The text x audio term t^T B a' of the gate: B = U^T V of rank r, or diagonal. It starts at zero
-        (V = 0, or b = 0), so training starts from the linear gate; U is random so V gets a gradient."""
+        """The text x audio term of the gate. t^T B a' with B = U^T V of rank r, or diagonal: it starts at zero
+        (V = 0, or b = 0), so training starts from the linear gate; U is random so V gets a gradient. For the
+        relevance gate, alpha * cos(t, a') with alpha = exp(.) >= 0, starting at 1."""
         self.gate_text_factor = self.gate_audio_factor = self.gate_diagonal = self.gate_cosine = None
-        if self.bilinear == "cosine":  # log alpha; alpha = 1 at the start (from 5 the gates opened so wide that the
-            self.gate_cosine = nn.Parameter(torch.tensor(0.0))  # frames were mostly audio: held-out R@1 89 vs 96)
+        if self.bilinear == "cosine":  # log alpha (from alpha = 5 the gates opened so wide that the frames were
+            self.gate_cosine = nn.Parameter(torch.tensor(0.0))  # mostly audio: held-out R@1 89 against 96)
         elif self.bilinear == "lowrank":
             self.gate_text_factor = nn.Linear(self.dim, rank, bias=False)
             nn.init.normal_(self.gate_text_factor.weight, std=self.dim**-0.5)

@@ -41,7 +41,7 @@ _LINEARS = ("audio_proj", "gate", "gate0", "query", "key", "value", "out", "resi
 _NORMS = ("norm_text", "norm_frames", "norm_out", "norm_final")
 
 
-def _normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """F.normalize."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
@@ -143,7 +143,7 @@ class NumpyHeads:
 
     def stage1_query(self, text: np.ndarray) -> np.ndarray:
         """The unit query the index is searched with: normalize(encode_text(t))."""
-        return _normalize(self.encode_text(text))
+        return normalize(self.encode_text(text))
 
     # --- videos -------------------------------------------------------------------------
     def prepare(self, frames: np.ndarray, audio: np.ndarray, mask: np.ndarray) -> NumpyState:
@@ -168,7 +168,7 @@ class NumpyHeads:
         elif self.bilinear == "diagonal":
             gate_audio = audio * self.w["gate_diagonal"]
         elif self.bilinear == "cosine":
-            gate_audio = _normalize(audio) * np.exp(self.w["gate_cosine"])
+            gate_audio = normalize(audio) * np.exp(self.w["gate_cosine"])
         v_c = frames - frames.mean(-1, keepdims=True)
         d_c = diff - diff.mean(-1, keepdims=True)
         key_v = key_d = out_v = out_d = None
@@ -205,7 +205,7 @@ class NumpyHeads:
         if state.gate_audio is not None:
             side = text @ self.w["gate_text_factor.weight"].T if self.bilinear == "lowrank" else text
             if self.bilinear == "cosine":
-                side = _normalize(text)
+                side = normalize(text)
             logits = logits + np.einsum("nr,mtr->nmt", side, state.gate_audio)
         return sigmoid(logits) * state.mask[None]
 

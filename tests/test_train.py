@@ -446,10 +446,11 @@ def test_default_training_retrieves_generated_videos_and_listens_to_them(media):
     named = [j for j, v in enumerate(test.caption_video) if unique[j] and facts[test.video_ids[v]]["sound_named"]]
     against_all = full_scores(model, test.text_features[named].float(), pooled)
     look = {video: tuple(facts[video][k] for k in ("shape", "colour", "motion", "background")) for video in ids}
+    column = {video: col for col, video in enumerate(ids)}
     wins = [
-        against_all[row, ids.index(own)] > against_all[row, col]
+        against_all[row, column[own]] > against_all[row, column[other]]
         for row, own in enumerate(test.video_ids[test.caption_video[j]] for j in named)
-        for col, other in enumerate(ids)
+        for other in ids
         if other != own and look[other] == look[own]
     ]
     assert len(wins) >= 10 and np.mean(wins) >= 0.8, (len(wins), np.mean(wins))
