@@ -628,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(bench.tmp, ignore_errors=True)
     bench.results["load_average_end"] = os.getloadavg()
+    if torch.cuda.is_available():  # this process's peak: the warm-ups, the encode-only pass and the pipeline
+        bench.results["cuda_peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        bench.results["cuda_peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
     report(bench)
     write_json(args.json, bench.results)
     return 0

@@ -63,7 +63,9 @@ def measure(args) -> dict:
             rows = (torch.arange(i * args.batch, (i + 1) * args.batch) % args.videos).to(videos.frames.device)
             batch = VideoBatch(videos.frames[rows], videos.audio[rows], videos.mask[rows])
             with torch.no_grad():
-                model.update_text_variance(model.encode_text(texts[rows % len(texts)]), torch.arange(args.batch) // 2)
+                model.update_text_variance(
+                    model.encode_text(texts[rows % len(texts)]), torch.arange(args.batch, device=rows.device) // 2
+                )
             dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
             with torch.autocast(videos.frames.device.type, dtype=dtype, enabled=dtype is not None):
                 loss, _ = batch_loss(model, texts[rows % len(texts)], batch, config)

@@ -13,6 +13,20 @@ from .errors import VideoError, describe_av_error
 av.logging.set_level(av.logging.FATAL)
 
 
+# Metadata that is not valid UTF-8 must not fail a video. PyAV before 19 raises on it unless told
+# metadata_errors="ignore"; PyAV 19 dropped that argument (passing it fails every video).
+def open_options(pyav_version: str) -> dict:
+    return {"metadata_errors": "ignore"} if int(pyav_version.split(".")[0]) < 19 else {}
+
+
+_OPEN_OPTIONS = open_options(av.__version__)
+
+
+def open_input(path: Path):
+    """av.open for reading, with the options this PyAV version takes."""
+    return av.open(str(path), **_OPEN_OPTIONS)
+
+
 @dataclass(frozen=True)
 class StreamInfo:
     width: int
@@ -32,7 +46,7 @@ def probe(path: Path) -> StreamInfo:
     if path.stat().st_size == 0:
         raise VideoError("probe", "empty file (0 bytes)")
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_input(path) as container:
             if not container.streams.video:
                 raise VideoError("probe", "no video stream")
             video = container.streams.video[0]

@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from .errors import describe_av_error
-from .probe import StreamInfo
+from .probe import StreamInfo, open_input
 
 GAP_SECONDS = 0.05  # a jump in timestamps larger than this is lost audio, not jitter
 
@@ -41,7 +41,7 @@ def decode_soundtrack(path: Path, info: StreamInfo, rate: int) -> tuple[Soundtra
     first_time = None
     dropped = 0
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_input(path) as container:
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
             for packet in container.demux(stream):

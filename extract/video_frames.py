@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from .errors import VideoError, describe_av_error
-from .probe import StreamInfo
+from .probe import StreamInfo, open_input
 from .sampling import centre_crop, frames_at, resize_shape, segment_centres
 
 try:  # decord has wheels for x86_64 Linux only
@@ -69,7 +69,7 @@ def sample_with_decord(path: Path, info: StreamInfo, count: int, size: int) -> S
 def _packet_times(path: Path) -> tuple[np.ndarray, float, float]:
     """Presentation times of all video packets, without decoding: frame times and real duration."""
     starts, ends = [], []
-    with av.open(str(path), metadata_errors="ignore") as container:
+    with open_input(path) as container:
         stream = container.streams.video[0]
         base = stream.time_base
         for packet in container.demux(stream):
@@ -101,7 +101,7 @@ def sample_with_pyav(path: Path, info: StreamInfo, count: int, size: int, thread
         pixels = np.zeros((count, height, width, 3), np.uint8)
         filled = np.zeros(count, bool)
         last = None
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_input(path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = max(0, threads)

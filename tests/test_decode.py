@@ -5,7 +5,7 @@ import pytest
 from conftest import OPENCV_DATA
 from media import index_grey, make_video, tone
 
-from gais_pipe.extract.probe import probe
+from gais_pipe.extract.probe import open_input, open_options, probe
 from gais_pipe.extract.soundtrack import decode_soundtrack
 from gais_pipe.extract.video_frames import sample_frames
 
@@ -85,3 +85,15 @@ def test_megamind_bad_audio_packet_keeps_frames_and_the_rest_of_the_sound():
     assert problem is None
     assert sound.dropped_packets >= 1
     assert len(sound.samples) / 16000 > 10.0
+
+
+@pytest.mark.parametrize(("version", "expected"), [("18.1.0", {"metadata_errors": "ignore"}), ("19.0.2", {})])
+def test_av_open_gets_only_the_options_this_pyav_takes(version, expected):
+    """PyAV 19 dropped av.open's metadata_errors: passing it there failed every video of a Python 3.12 install."""
+    assert open_options(version) == expected
+
+
+def test_open_input_opens_with_this_pyavs_options(tmp_path):
+    path = make_video(tmp_path / "v.mp4", seconds=0.5, fps=10)
+    with open_input(path) as container:
+        assert container.streams.video

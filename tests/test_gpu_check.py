@@ -24,9 +24,12 @@ def test_gpu_check_small_mode_writes_every_figure(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["small"] is True and "faiss" in report
-    for name in ("extract", "train", "index"):
+    for name in ("extract", "precision", "train", "index"):
         assert report[name]["status"] == "ok", (name, (tmp_path / f"{name}.log").read_text()[-2000:])
     assert report["extract"]["figures"]["pipeline_videos_per_s"] > 0
     assert report["train"]["figures"]["train"]["steps_per_s"] > 0
+    bf16 = report["precision"]["figures"]["precisions"]["bf16"]
+    assert bf16["failed"] == 0 and bf16["columns"]["frame_features"]["nonfinite"] == 0
+    assert bf16["columns"]["frame_features"]["cosine_min"] > 0.99
     rows = report["index"]["figures"]["index"]
     assert {r["kind"] for r in rows} == {"flat", "ivf-sq8"} and all(r["recall@10_vs_exact"] > 0.9 for r in rows)

@@ -2,6 +2,7 @@
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,3 +209,21 @@ def test_ties_stay_pessimistic_when_the_heads_cannot_tell_videos_apart():
     scores = full_scores(model, torch.randn(7, D), videos())
     result = text_to_video(scores, torch.arange(7).numpy())
     assert result["R@1"] == 0.0 and result["MdR"] == 7
+
+
+def test_two_stage_scores_in_groups_equal_one_text_at_a_time():
+    """Grouping texts against the union of their candidates must not change a single re-ranked score."""
+    from gais_pipe.retrieval.scoring import stage1_scores, two_stage_scores
+
+    model, batch, texts = head(), videos(m=23, seed=3), torch.randn(11, D)
+    first = stage1_scores(model, texts, batch)
+    k = 5
+    grouped = two_stage_scores(model, texts, batch, first, k, max_pairs=60)  # groups of 3 texts
+    expected = first - 10.0
+    state = model.prepare(batch)
+    for j, candidates in enumerate(np.argsort(-first, axis=1, kind="stable")[:, :k]):
+        with torch.no_grad():
+            one = model(texts[j : j + 1], state.select(torch.from_numpy(candidates)), with_stage1=False).full[0]
+        expected[j, candidates] = one.numpy()
+    np.testing.assert_allclose(grouped, expected, rtol=1e-5, atol=1e-5)
+    assert (np.argsort(-grouped, axis=1)[:, :k] == np.argsort(-expected, axis=1)[:, :k]).all()
