@@ -283,10 +283,13 @@ def train_epoch(session: Session, epoch: int, on_step) -> dict:
 
 
 def selection_score(entry: dict) -> list[float]:
-    """What picks the checkpoint: the val text-to-video loss (lower is better), then R@1 + R@5 + R@10.
-    Recall sums saturate on a val split of a few dozen captions (R@5 = R@10 = 100 early on, leaving R@1
-    alone to move by whole captions) and then pick a lucky early epoch; the loss keeps measuring."""
-    return [-entry["val_t2v_loss"], entry["val_t2v_R@1"] + entry["val_t2v_R@5"] + entry["val_t2v_R@10"]]
+    """What picks the checkpoint: the val text-to-video mean reciprocal rank, then the val margin (own
+    video's score minus the best other's, averaged over captions). Recall sums saturate on a val split of a
+    few dozen captions (R@5 = R@10 = 100 early on) and pick a lucky early epoch. The val loss rises once the
+    learned temperature makes the few wrong answers confident while the ranking still improves (one run:
+    loss lowest at epoch 35, R@1 75.7; R@1 84.7 at epoch 70). The MRR counts every caption's rank and no
+    temperature; the margin breaks its ties once every val caption ranks first."""
+    return [entry["val_t2v_MRR"], entry["val_t2v_margin"]]
 
 
 def validate_and_keep(session: Session, epoch: int, entry: dict, console: Console) -> None:
@@ -294,8 +297,9 @@ def validate_and_keep(session: Session, epoch: int, entry: dict, console: Consol
     model, meta, run_dir = session.model, session.meta, session.run_dir
     scores = evaluate(model, session.val, session.device, int(session.config["eval"]["text_chunk"]))
     full = scores["full"]["t2v"]
-    entry.update({f"val_t2v_{k}": v for k, v in full.items() if k.startswith("R@") or k in ("MdR", "MnR")})
+    entry.update({f"val_t2v_{k}": v for k, v in full.items() if k.startswith("R@") or k in ("MdR", "MnR", "MRR")})
     entry["val_t2v_loss"] = scores["full"]["t2v_loss"]
+    entry["val_t2v_margin"] = scores["full"]["t2v_margin"]
     entry["val_stage1_t2v_R@1"] = scores["stage1"]["t2v"]["R@1"]
     entry["val_score"] = selection_score(entry)
     session.history.append(entry)

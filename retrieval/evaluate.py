@@ -24,6 +24,16 @@ def text_to_video_loss(scores: np.ndarray, caption_video: np.ndarray, scale: flo
     return float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(caption_video).long()))
 
 
+def text_to_video_margin(scores: np.ndarray, caption_video: np.ndarray) -> float:
+    """Mean over captions of (own video's score - best other video's score), in the score's own units (no
+    temperature): how safely the split is ranked. It keeps measuring once every caption ranks first."""
+    rows = np.arange(len(caption_video))
+    own = scores[rows, caption_video]
+    others = np.array(scores, dtype=np.float64, copy=True)
+    others[rows, caption_video] = -np.inf
+    return float(np.mean(own - others.max(axis=1))) if scores.shape[1] > 1 else 0.0
+
+
 def evaluate(
     model: GAISHead, split: Split, device: torch.device, chunk: int = 64, rerank_k: int = 0, dsl: bool = False
 ) -> dict:
@@ -35,6 +45,7 @@ def evaluate(
     results["full"] = {
         **both_directions(full, split.caption_video),
         "t2v_loss": text_to_video_loss(full, split.caption_video, float(model.scale().detach())),
+        "t2v_margin": text_to_video_margin(full, split.caption_video),
         "seconds": time.perf_counter() - started,
     }
     started = time.perf_counter()

@@ -26,6 +26,7 @@ def summarise(ranks: np.ndarray) -> dict[str, float]:
         "R@10": 100.0 * float(np.mean(ranks <= 10)),
         "MdR": float(np.median(ranks)),
         "MnR": float(np.mean(ranks)),
+        "MRR": 100.0 * float(np.mean(1.0 / ranks)) if len(ranks) else 0.0,
         "count": int(len(ranks)),
     }
 

@@ -23,6 +23,7 @@ from .numpy_text import gelu, layer_norm, sigmoid, softmax
 GATES = ("text", "text-free", "fixed", "relevance")
 BILINEAR = ("none", "diagonal", "lowrank")
 POOLINGS = ("xpool", "mean")
+MOTIONS = ("none", "absdiff")
 PERTURBATIONS = ("none", "isotropic", "svsp")  # training only: eval scores are the same for each
 # model keys that change nothing in eval (training-time switches and initial values)
 EVAL_NEUTRAL = (
@@ -35,7 +36,7 @@ EVAL_NEUTRAL = (
     "gate_rank",
     "gate_init",
 )
-MIRRORED = ("audio", "gate", "gate_bilinear", "pooling", "text_adapter", *EVAL_NEUTRAL)
+MIRRORED = ("audio", "gate", "gate_bilinear", "gate_frames", "pooling", "motion", "text_adapter", *EVAL_NEUTRAL)
 LN_EPS = 1e-5  # the heads' nn.LayerNorm default
 _LINEARS = ("audio_proj", "gate", "gate0", "query", "key", "value", "out", "residual", "radius")
 _NORMS = ("norm_text", "norm_frames", "norm_out", "norm_final")
@@ -44,6 +45,14 @@ _NORMS = ("norm_text", "norm_frames", "norm_out", "norm_final")
 def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """F.normalize."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def frame_change(frames: np.ndarray) -> np.ndarray:
+    """heads.frame_change: per dimension, the mean absolute difference of each frame from its neighbours."""
+    step = np.abs(frames[:, 1:] - frames[:, :-1])
+    if step.shape[1] == 0:
+        return np.zeros_like(frames)
+    return (np.concatenate([step[:, :1], step], axis=1) + np.concatenate([step, step[:, -1:]], axis=1)) / 2
 
 
 @dataclass
@@ -88,6 +97,8 @@ def expected_keys(cfg: dict) -> set[str]:
         keys.add("gate_diagonal")
     if cfg.get("gate", "text") == "relevance":
         keys.add("gate_cosine")
+    if cfg.get("motion", "none") == "absdiff":
+        keys |= {"motion.weight", "motion.bias"}
     return keys
 
 
@@ -100,6 +111,7 @@ def unsupported(cfg: dict, names) -> str | None:
         ("gate", GATES, "text"),
         ("gate_bilinear", BILINEAR, "none"),
         ("pooling", POOLINGS, "xpool"),
+        ("motion", MOTIONS, "none"),
         ("perturbation", PERTURBATIONS, "svsp"),
     ):
         if cfg.get(key, default) not in allowed:
@@ -123,6 +135,8 @@ class NumpyHeads:
         if self.gate_kind == "relevance":
             self.bilinear = "cosine"
         self.text_adapter = bool(cfg.get("text_adapter", True))
+        self.motion = cfg.get("motion", "none") == "absdiff"
+        self.gate_frames = bool(cfg.get("gate_frames", True))
 
     def _linear(self, name: str, x: np.ndarray) -> np.ndarray:
         return x @ self.w[f"{name}.weight"].T + self.w[f"{name}.bias"]
@@ -132,6 +146,9 @@ class NumpyHeads:
 
     def _standardise(self, which: str, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, np.float32) - self.w[f"{which}_stats.mean"]) / self.w[f"{which}_stats.std"]
+
+    def _frame_gate(self, frames: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return frames @ w[: self.dim] if self.gate_frames else np.zeros(frames.shape[:-1], np.float32)
 
     # --- text ---------------------------------------------------------------------------
     def encode_text(self, text: np.ndarray) -> np.ndarray:
@@ -151,15 +168,17 @@ class NumpyHeads:
         d = self.dim
         heard = np.asarray(mask, dtype=np.float32)
         frames = self._standardise("frame", frames)
+        if self.motion:
+            frames = frames + self._linear("motion", frame_change(frames))
         audio = self._linear("audio_proj", self._standardise("audio", audio) * heard[..., None])
         mask = heard if self.use_audio else np.zeros_like(heard)
         diff = audio - frames
         if self.gate_kind == "text":
             w = self.w["gate.weight"][0]
-            gate_logits = frames @ w[:d] + audio @ w[d : 2 * d]
+            gate_logits = self._frame_gate(frames, w) + audio @ w[d : 2 * d]
         elif self.gate_kind in ("text-free", "relevance"):
             w = self.w["gate0.weight"][0]
-            gate_logits = frames @ w[:d] + audio @ w[d:] + self.w["gate0.bias"]
+            gate_logits = self._frame_gate(frames, w) + audio @ w[d:] + self.w["gate0.bias"]
         else:
             gate_logits = np.zeros(frames.shape[:2], np.float32)
         gate_audio = None

@@ -227,3 +227,32 @@ def test_two_stage_scores_in_groups_equal_one_text_at_a_time():
         expected[j, candidates] = one.numpy()
     np.testing.assert_allclose(grouped, expected, rtol=1e-5, atol=1e-5)
     assert (np.argsort(-grouped, axis=1)[:, :k] == np.argsort(-expected, axis=1)[:, :k]).all()
+
+
+def test_motion_term_tells_a_still_video_from_a_moving_one_with_the_same_mean_frame():
+    """Pooling is a weighted mean of frames: without the motion term, a still shot and a shot whose frames
+    swing around the same mean pool alike (mean pooling shows it exactly); with it, they do not."""
+    torch.manual_seed(0)
+    signs = torch.tensor([(-1.0) ** f for f in range(T)])
+    swing = torch.randn(1, 1, D) * (signs - signs.mean()).view(1, T, 1)  # frames that average to zero
+    centre = torch.randn(1, 1, D)
+    frames = torch.cat([centre.expand(1, T, D), centre + swing])  # same mean frame, one still, one moving
+    batch = VideoBatch(frames, torch.zeros(2, T, DA), torch.zeros(2, T, dtype=torch.bool))
+    text = torch.randn(3, D)
+    kept = head(pooling="mean", motion="none").pool(text, batch).video
+    moved = head(pooling="mean", motion="absdiff").pool(text, batch).video
+    torch.testing.assert_close(kept[:, 0], kept[:, 1])
+    assert (moved[:, 0] - moved[:, 1]).norm(dim=-1).min() > 0.1
+    for pooling in ("xpool", "mean"):  # the fast pooling and the naive form agree with the motion term on
+        model = head(pooling=pooling, motion="absdiff")
+        torch.testing.assert_close(model.pool(text, batch).video, model.reference_pool(text, batch))
+
+
+@pytest.mark.parametrize("gate", ["relevance", "text-free", "text"])
+def test_gates_that_read_sound_only_ignore_the_frames(gate):
+    batch, text = videos(), torch.randn(3, D)
+    other = VideoBatch(batch.frames + 3 * torch.randn_like(batch.frames), batch.audio, batch.mask)
+    sound_only = head(gate=gate, gate_frames=False)
+    torch.testing.assert_close(sound_only.pool(text, batch).gates, sound_only.pool(text, other).gates)
+    both = head(gate=gate)
+    assert not torch.allclose(both.pool(text, batch).gates, both.pool(text, other).gates)

@@ -69,3 +69,17 @@ def test_text_to_video_loss_keeps_measuring_after_recall_saturates():
     assert text_to_video(narrow, caption_video)["R@1"] == text_to_video(confident, caption_video)["R@1"] == 100
     assert text_to_video_loss(confident, caption_video, 20.0) < text_to_video_loss(narrow, caption_video, 20.0)
     assert text_to_video_loss(narrow, caption_video, 20.0) < text_to_video_loss(1 - narrow, caption_video, 20.0)
+
+
+def test_margin_and_mrr_keep_measuring_what_recall_cannot():
+    from gais_pipe.retrieval.evaluate import text_to_video_margin
+
+    caption_video = np.array([0, 0, 1, 2])
+    confident = np.eye(3)[caption_video] * 0.9
+    narrow = np.eye(3)[caption_video] * 0.1 + 0.4
+    assert text_to_video_margin(confident, caption_video) == pytest.approx(0.9)
+    assert text_to_video_margin(narrow, caption_video) == pytest.approx(0.1)
+    assert text_to_video_margin(1 - narrow, caption_video) == pytest.approx(-0.1)  # every caption's video last
+    # MRR: ranks 1, 2, 3 and 1 (pessimistic ties) -> (1 + 1/2 + 1/3 + 1) / 4
+    scores = np.array([[0.9, 0.1, 0.0], [0.5, 0.6, 0.0], [0.3, 0.3, 0.3], [0.0, 0.0, 1.0]])
+    assert text_to_video(scores, caption_video)["MRR"] == pytest.approx(100 * (1 + 1 / 2 + 1 / 3 + 1) / 4)

@@ -93,7 +93,7 @@ def test_erf_gelu_equals_torchs():
 
 # --- heads --------------------------------------------------------------------------------------
 VARIANTS = [
-    (gate, bilinear, pooling, audio, standardise)
+    (gate, bilinear, pooling, audio, standardise, motion)
     for gate, bilinear in [
         ("text", "none"),
         ("text", "diagonal"),
@@ -105,6 +105,7 @@ VARIANTS = [
     for pooling in ("xpool", "mean")
     for audio in (True, False)
     for standardise in (True, False)
+    for motion in ("absdiff", "none")
 ]
 
 
@@ -123,9 +124,10 @@ def random_heads(cfg: dict, seed: int, standardise: bool, dim=16, audio_dim=8, f
     return model.eval()
 
 
-@pytest.mark.parametrize("gate, bilinear, pooling, audio, standardise", VARIANTS)
-def test_numpy_heads_score_as_gaishead(gate, bilinear, pooling, audio, standardise):
+@pytest.mark.parametrize("gate, bilinear, pooling, audio, standardise, motion", VARIANTS)
+def test_numpy_heads_score_as_gaishead(gate, bilinear, pooling, audio, standardise, motion):
     cfg = {**load_config("tiny")["model"], "gate": gate, "gate_bilinear": bilinear, "pooling": pooling}
+    cfg |= {"motion": motion, "gate_frames": standardise}  # gates that read the frames, or the sound only
     cfg |= {"audio": audio, "standardise": standardise, "text_adapter": standardise}  # adapter off with stats off
     model = random_heads(cfg, seed=len(VARIANTS), standardise=standardise)
     state = {name: value.numpy() for name, value in model.state_dict().items()}
