@@ -226,6 +226,11 @@ class GAISHead(nn.Module):
         """The frames' part of a gate's logit, w_v . v (zero with gate_frames off: the gate then reads sound only)."""
         return frames @ w[: self.dim] if self.gate_frames else frames.new_zeros(frames.shape[:-1])
 
+    def _stage1_gate_logits(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """[M, T] logit of the text-free stage-1 gate (section 6): also the text-free and relevance gates' base."""
+        w = self.gate0.weight[0]
+        return self._frame_gate(frames, w) + audio @ w[self.dim :] + self.gate0.bias
+
     def _audio(self, videos: VideoBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """a' = P_a a of the standardised audio, and the mask as floats (all zero when audio is off)."""
         heard = videos.mask.float().unsqueeze(-1)
@@ -244,8 +249,7 @@ class GAISHead(nn.Module):
             w = self.gate.weight[0]
             gate_logits = self._frame_gate(frames, w) + audio @ w[self.dim : 2 * self.dim]
         elif self.gate_kind in ("text-free", "relevance"):  # relevance: the stage-1 gate's logit is its base
-            w = self.gate0.weight[0]
-            gate_logits = self._frame_gate(frames, w) + audio @ w[self.dim :] + self.gate0.bias
+            gate_logits = self._stage1_gate_logits(frames, audio)
         else:
             gate_logits = torch.zeros(frames.shape[:2], device=frames.device)
         gate_audio = None
@@ -296,9 +300,7 @@ class GAISHead(nn.Module):
     def stage1(self, videos: VideoBatch | VideoState) -> torch.Tensor:
         """Query-independent embedding e_v = normalize(mean_f u0_f) with the text-free gate: [M, D]."""
         state = self.prepare(videos)
-        w = self.gate0.weight[0]
-        audio = state.frames + state.diff
-        gate = torch.sigmoid(self._frame_gate(state.frames, w) + audio @ w[self.dim :] + self.gate0.bias) * state.mask
+        gate = torch.sigmoid(self._stage1_gate_logits(state.frames, state.frames + state.diff)) * state.mask
         fused = state.frames + gate.unsqueeze(-1) * state.diff
         return F.normalize(fused.mean(dim=1), dim=-1)
 
