@@ -103,22 +103,35 @@ def gate_report(model, split, facts: dict) -> dict:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--videos-json", type=Path, required=True, help="make-synthetic's videos.json")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the newest run's best")
-    parser.add_argument("--split", default="test")
-    args = parser.parse_args()
-    work = Workdir(args.workdir)
-    model, meta, path = load_head(work, args.checkpoint, torch.device("cpu"))
+def load_for_analysis(workdir: Path, videos_json: Path, checkpoint: Path | None, split_name: str):
+    """The heads of a run, its split as in training (features, captions), the text encoder and make-synthetic's
+    facts of that split's videos, keyed by the split's video ids."""
+    work = Workdir(workdir)
+    model, meta, path = load_head(work, checkpoint, torch.device("cpu"))
+    model.eval()
     encoder = TextEncoder(work, torch.device("cpu"))
     splits, _ = caption_splits(
         work, Path(meta["captions"]), meta.get("dataset"), meta["config"]["train"], encoder, False
     )
-    facts = {Path(f["video"]).name: f for f in json.loads(args.videos_json.read_text())}
-    facts = {video: facts[Path(video).name] for video in splits[args.split].video_ids}
-    report = gate_report(model, splits[args.split], facts)
+    facts = {Path(f["video"]).name: f for f in json.loads(videos_json.read_text())}
+    facts = {video: facts[Path(video).name] for video in splits[split_name].video_ids}
+    return model, path, splits[split_name], encoder, facts
+
+
+def analysis_arguments(description: str) -> argparse.Namespace:
+    """The command line of a script that looks into one trained run on a make-synthetic collection."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--videos-json", type=Path, required=True, help="make-synthetic's videos.json")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the newest run's best")
+    parser.add_argument("--split", default="test")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = analysis_arguments(__doc__)
+    model, path, split, encoder, facts = load_for_analysis(args.workdir, args.videos_json, args.checkpoint, args.split)
+    report = gate_report(model, split, facts)
     print(
         f"{path}: gate AUC {report['auc']:.3f} (named mean {report['named_mean']:.3f}, n={report['named_n']}; "
         f"noise mean {report['noise_mean']:.3f}, n={report['noise_n']})"
@@ -126,7 +139,7 @@ def main() -> int:
     probe_file = args.videos_json.with_name("gate_probe.jsonl")
     if probe_file.is_file():
         lines = [json.loads(line) for line in probe_file.read_text().splitlines() if line.strip()]
-        pairs = probe_pairs(model, splits[args.split], encoder, [x for x in lines if x["split"] == args.split])
+        pairs = probe_pairs(model, split, encoder, [x for x in lines if x["split"] == args.split])
         print(
             f"one clip, two captions ({pairs['pairs']} clips): gate naming its sound - gate without it "
             f"{pairs['mean_difference']:+.3f} on average, positive for {100 * pairs['share_positive']:.0f}%"

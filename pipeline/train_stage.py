@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gais_pipe.config import Config, short_hash
 from gais_pipe.distributed import destroy_distributed, init_distributed
+from gais_pipe.retrieval.augment import AudioNeighbours, with_audio_of
 from gais_pipe.retrieval.checkpoints import load_training_state, save_checkpoint, save_training_state
 from gais_pipe.retrieval.data import Split, caption_splits, epoch_batches, variance_texts
 from gais_pipe.retrieval.evaluate import evaluate
@@ -161,6 +162,7 @@ class Session:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     schedule: Schedule
+    neighbours: AudioNeighbours | None = None  # the audio neighbour swap (train.audio_swap > 0)
     start_epoch: int = 0
     best: dict = field(default_factory=lambda: {"epoch": -1, "val_t2v_R@1": -1.0, "score": [-float("inf"), 0.0]})
     history: list[dict] = field(default_factory=list)
@@ -220,13 +222,24 @@ def set_up_or_resume(
     model = GAISHead.for_features(record["identity"], config["model"])
     if config["model"]["standardise"]:
         model.fit_inputs(train)
+    neighbours = None
+    if float(train_cfg["audio_swap"]) > 0 and config["model"]["audio"]:
+        neighbours = AudioNeighbours(
+            train.videos,
+            model.audio_stats,
+            int(train_cfg["audio_swap_neighbours"]),
+            int(train_cfg["audio_swap_pool"]),
+            seed,
+        )
     model = model.to(device)
     schedule = plan_schedule(
         train_cfg, len(train.video_ids), world, lambda batch: len(epoch_batches(train, batch, seed, 0, world))
     )
     optimizer = optimizer_for(model, schedule.lr, float(train_cfg["weight_decay"]))
     scheduler = lr_scheduler(optimizer, schedule.total_steps, schedule.warmup_steps)
-    session = Session(config, device, rank, world, train, val, run_dir, meta, model, optimizer, scheduler, schedule)
+    session = Session(
+        config, device, rank, world, train, val, run_dir, meta, model, optimizer, scheduler, schedule, neighbours
+    )
     state = load_training_state(run_dir, meta)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -244,6 +257,8 @@ def set_up_or_resume(
         torch.manual_seed(seed + 1000 * rank + session.start_epoch)  # each rank its own dropout masks
     if rank == 0:
         console.print(schedule.describe(len(train.video_ids), len(val.video_ids), len(val)), highlight=False)
+        if neighbours is not None:
+            console.print(neighbours.describe(float(train_cfg["audio_swap"])), highlight=False)
     return session
 
 
@@ -252,10 +267,15 @@ def train_epoch(session: Session, epoch: int, on_step) -> dict:
     model, train, cfg, device = session.model, session.train, session.train_cfg, session.device
     seed, amp = int(cfg["seed"]), device.type == "cuda" and bool(cfg["amp"])
     sampler = np.random.default_rng([seed, epoch, 1])  # the variance sample: reproducible on resume
+    swapper = np.random.default_rng([seed, epoch, 2])  # the audio swap: the same on every rank and on resume
     model.train()
     losses, seen, started = [], 0, time.perf_counter()
     for step, captions_idx in enumerate(epoch_batches(train, session.schedule.batch_size, seed, epoch, session.world)):
-        videos = train.videos.take(train.caption_video[captions_idx]).to(device)
+        rows = train.caption_video[captions_idx]
+        heard = rows
+        if session.neighbours is not None:
+            heard = session.neighbours.audio_rows(rows, float(cfg["audio_swap"]), swapper)
+        videos = with_audio_of(train.videos, rows, heard).to(device)
         texts = train.text_features[captions_idx].to(device).float()
         if model.perturbation == "svsp":
             siblings, groups = variance_texts(train, captions_idx, int(cfg["variance_captions"]), sampler)
