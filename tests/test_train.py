@@ -475,3 +475,22 @@ def test_scores_stay_fp32_under_bf16_autocast():
     assert out.full.dtype == out.stage1.dtype == loss.dtype == torch.float32
     exact = model(texts, videos).full
     torch.testing.assert_close(out.full, exact, atol=0.05, rtol=0)  # bf16 inside pooling, fp32 products
+
+
+def test_the_semantic_variance_samples_each_videos_own_captions_afresh():
+    """Issue 9, cause 8: the variance estimate drew a video's first 5 captions every time; it samples them."""
+    from gais_pipe.retrieval.data import Split, variance_texts
+
+    caption_video = np.repeat([0, 1], [8, 3])  # video 0 has 8 captions, video 1 has 3
+    features = torch.arange(len(caption_video), dtype=torch.float32)[:, None].expand(-1, 4).clone()
+    empty = VideoBatch(torch.zeros(2, 1, 4), torch.zeros(2, 1, 4), torch.zeros(2, 1, dtype=torch.bool))
+    split = Split("train", ["a", "b"], empty, [str(i) for i in caption_video], features, caption_video)
+    generator = np.random.default_rng(0)
+    draws = []
+    for _ in range(20):
+        texts, groups = variance_texts(split, np.array([0, 9]), 5, generator)
+        chosen = texts[:, 0].long().numpy()
+        assert (caption_video[chosen] == np.array([0, 1])[groups.numpy()]).all()  # a video's own captions only
+        assert list(np.bincount(groups.numpy())) == [5, 3]  # at most 5 each, all of a video with fewer
+        draws.append(tuple(chosen[groups.numpy() == 0]))
+    assert len(set(draws)) > 10  # not always the same five
