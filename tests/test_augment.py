@@ -80,3 +80,34 @@ def test_describe_counts_the_videos_that_have_neighbours():
     videos, labels = clustered_videos(per_class=4, classes=2, silent=3)
     text = AudioNeighbours(videos, Standardiser(8), k=2, pool=1000, seed=0).describe(0.5)
     assert "2 nearest neighbours" in text and "probability 0.5" in text and "(8 of 11 videos" in text
+
+
+def test_heads_on_raw_inputs_still_search_neighbours_on_standardised_audio():
+    """Raw audio has one large offset and dimensions of very different spread: a loudness that varies from clip to
+    clip and says nothing of the sound would pick the neighbours (40% the same sound here, 100% standardised)."""
+    from gais_pipe.config import load_config
+    from gais_pipe.retrieval.data import Split
+    from gais_pipe.retrieval.heads import GAISHead
+    from gais_pipe.train_stage import audio_neighbours
+
+    videos, labels = clustered_videos(per_class=8, classes=3, silent=0, dim=8)
+    videos.audio += 1000.0
+    loudness = 100 * torch.randn(len(labels), 1, generator=torch.Generator().manual_seed(1))
+    videos.audio[:, :, 7] += loudness
+    assert (labels[AudioNeighbours(videos, Standardiser(8), 4, 1000, 0).neighbours] == labels[:, None]).mean() < 0.6
+    frames = torch.randn(len(labels), 4, 8)
+    split = Split(
+        "train",
+        [str(i) for i in range(len(labels))],
+        VideoBatch(frames, videos.audio, videos.mask),
+        [],
+        torch.randn(5, 8),
+        np.zeros(0, dtype=int),
+    )
+    config = load_config("tiny", ["model.standardise=false"])
+    model = GAISHead(8, 8, 4, config["model"])
+    neighbours = audio_neighbours(model, split, config).neighbours
+    assert (labels[neighbours] == labels[:, None]).all()
+    assert torch.equal(model.audio_stats.std, torch.ones(8))  # the heads' own inputs stay raw
+    config = load_config("tiny", ["model.audio=false"])
+    assert audio_neighbours(GAISHead(8, 8, 4, config["model"]), split, config) is None
