@@ -30,6 +30,7 @@ from gais_pipe.retrieval.evaluate import evaluate
 from gais_pipe.retrieval.heads import GAISHead, VideoBatch
 from gais_pipe.retrieval.losses import adaptive_margin, radius_prior, support_text_scores, symmetric_info_nce
 from gais_pipe.retrieval.schedule import Schedule, lr_scheduler, optimizer_for, plan_schedule
+from gais_pipe.retrieval.standardise import Standardiser, fit_statistics
 from gais_pipe.retrieval.text_features import TextEncoder
 from gais_pipe.workdir import Workdir, WorkdirError
 
@@ -195,13 +196,19 @@ def _load_splits(work: Workdir, captions_path: Path, dataset, config: Config, de
     return splits["train"], splits["val"]
 
 
-def audio_neighbours(train: Split, config: Config) -> AudioNeighbours | None:
-    """The audio swap's neighbours among the train videos; None when the swap or audio is off."""
-    cfg = config["train"]
-    if float(cfg["audio_swap"]) <= 0 or not config["model"]["audio"]:
+def audio_neighbours(model: GAISHead, train: Split, config: Config) -> AudioNeighbours | None:
+    """The audio swap's neighbours, searched on standardised audio: the heads' statistics, or statistics fitted
+    for the search alone when the heads take raw inputs (raw log-mel shares one large offset, so every cosine
+    would be near 1)."""
+    if not config["model"]["audio"]:
         return None
+    audio_stats = model.audio_stats
+    if not config["model"]["standardise"]:
+        audio_stats = Standardiser(model.audio_stats.mean.shape[0])
+        fit_statistics(Standardiser(model.dim), audio_stats, Standardiser(model.dim), train)
+    cfg = config["train"]
     return AudioNeighbours(
-        train.videos, int(cfg["audio_swap_neighbours"]), int(cfg["audio_swap_pool"]), int(cfg["seed"])
+        train.videos, audio_stats, int(cfg["audio_swap_neighbours"]), int(cfg["audio_swap_pool"]), int(cfg["seed"])
     )
 
 
@@ -232,7 +239,7 @@ def set_up_or_resume(
     model = GAISHead.for_features(record["identity"], config["model"])
     if config["model"]["standardise"]:
         model.fit_inputs(train)
-    neighbours = audio_neighbours(train, config)
+    neighbours = audio_neighbours(model, train, config) if float(train_cfg["audio_swap"]) > 0 else None
     model = model.to(device)
     schedule = plan_schedule(
         train_cfg, len(train.video_ids), world, lambda batch: len(epoch_batches(train, batch, seed, 0, world))

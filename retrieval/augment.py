@@ -17,38 +17,28 @@ import torch
 import torch.nn.functional as F
 
 from .heads import VideoBatch
-from .standardise import Moments
 
 
-def mean_heard_audio(videos, chunk: int = 1024) -> tuple[torch.Tensor, np.ndarray, Moments]:
-    """In one pass: [N, Da] each video's mean audio over its heard segments, which videos have any sound, and the
-    moments of all heard segments (the statistics the heads' audio standardiser fits on the same split)."""
-    sums, counts, moments = [], [], None
+def mean_heard_audio(videos, standardise, chunk: int = 1024) -> tuple[torch.Tensor, np.ndarray]:
+    """[N, Da] mean standardised audio over each video's heard segments, and which videos have any sound."""
+    means, heard = [], []
     for start in range(0, len(videos), chunk):
         batch = videos.take(np.arange(start, min(start + chunk, len(videos))))
-        audio, mask = batch.audio.float(), batch.mask.bool()
-        if moments is None:
-            moments = Moments(audio.shape[-1])
-        moments.add(audio[mask])
-        heard = mask.float().unsqueeze(-1)
-        sums.append((audio * heard).sum(1))
-        counts.append(heard.sum(1))
-    count = torch.cat(counts)
-    return torch.cat(sums) / count.clamp_min(1), (count[:, 0] > 0).numpy(), moments
+        with torch.no_grad():
+            audio = standardise(batch.audio.float())
+        mask = batch.mask.float().unsqueeze(-1)
+        means.append((audio * mask).sum(1) / mask.sum(1).clamp_min(1))
+        heard.append(batch.mask.any(1).numpy())
+    return torch.cat(means), np.concatenate(heard)
 
 
 class AudioNeighbours:
     """Each heard training video's k nearest neighbours by audio, searched among up to `pool` heard videos (a
     random sample beyond that: the search is N x pool dot products, 63 s on this project's 2 busy CPU cores at
-    N = 200k, Da = 512, pool = 20k, once per run). The clip means are standardised per dimension whether or not
-    the heads standardise their inputs: raw audio's offset and a loudness that says nothing of the sound would
-    pick the neighbours otherwise. Standardising is affine, so the standardised mean is the mean of the
-    standardised segments."""
+    N = 200k, Da = 512, pool = 20k, once per run)."""
 
-    def __init__(self, videos, k: int, pool: int, seed: int, chunk: int = 4096):
-        raw, heard, moments = mean_heard_audio(videos)
-        mean, std = moments.mean_std()
-        means = (raw - mean.float()) / std.float()
+    def __init__(self, videos, standardise, k: int, pool: int, seed: int, chunk: int = 4096):
+        means, heard = mean_heard_audio(videos, standardise)
         self.neighbours = np.tile(np.arange(len(heard))[:, None], (1, max(k, 1)))  # silent videos keep their own
         candidates = np.flatnonzero(heard)
         if len(candidates) > pool:
