@@ -7,7 +7,7 @@ batched across videos in the main process, on the GPU when there is one).
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import torch
 from gais_pipe.workdir.hashing import sha256_file
 
 from .weights import WeightsUnavailable, offline
+from .whisper_input import WHISPER_SAMPLES_PER_FRAME, WhisperLogMel, WhisperWindows, whisper_input
 
 
 class LogMelFrontend:
@@ -57,27 +58,11 @@ class LogMelEncoder:
     def frame_times(self, count: int) -> np.ndarray:
         return np.arange(count) / self.frame_rate
 
+    def frame_count(self, prepared: np.ndarray) -> int:
+        return len(prepared)
+
     def encode(self, prepared: list[np.ndarray]) -> list[np.ndarray]:
         return prepared
-
-
-WHISPER_WINDOW_SECONDS = 30
-WHISPER_SAMPLES_PER_FRAME = 320  # 16 kHz / 50 encoder frames per second
-
-
-class WhisperFrontend:
-    """Whisper's 80-bin log-mel over 30 s windows; remembers how many encoder frames are real."""
-
-    def __init__(self, feature_extractor):
-        self.feature_extractor = feature_extractor
-        self.rate = feature_extractor.sampling_rate
-
-    def __call__(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        window = WHISPER_WINDOW_SECONDS * self.rate
-        pieces = [waveform[i : i + window] for i in range(0, max(len(waveform), 1), window)]
-        mels = self.feature_extractor(pieces, sampling_rate=self.rate, return_tensors="np").input_features
-        valid = np.array([max(1, math.ceil(len(p) / WHISPER_SAMPLES_PER_FRAME)) for p in pieces])
-        return mels.astype(np.float32), valid
 
 
 def resolve_hf_folder(source: str) -> Path:
@@ -106,7 +91,14 @@ class WhisperEncoder:
 
     name = "whisper"
 
-    def __init__(self, audio_cfg: dict, device: torch.device, precision: torch.dtype | None, batch: int):
+    def __init__(
+        self,
+        audio_cfg: dict,
+        device: torch.device,
+        precision: torch.dtype | None,
+        batch: int,
+        hash_file: Callable[[Path], str] = sha256_file,
+    ):
         from transformers import WhisperFeatureExtractor, WhisperModel
 
         folder = resolve_hf_folder(str(audio_cfg["model"]))
@@ -128,40 +120,80 @@ class WhisperEncoder:
         self.pool = check_pool(audio_cfg.get("pool", "mean"))
         self.dim = pooled_width(model.config.d_model, self.pool)  # after pooling into segments
         self.frame_rate = self.sample_rate / WHISPER_SAMPLES_PER_FRAME
-        self.frontend = WhisperFrontend(extractor)
+        self.frontend = WhisperLogMel.from_extractor(extractor)
         self.identity = {
             "encoder": "whisper",
             "model": str(audio_cfg["model"]),
             "file": str(weights),
-            "sha256": sha256_file(weights),
+            "sha256": hash_file(weights),
         }
 
     def frame_times(self, count: int) -> np.ndarray:
         return (np.arange(count) + 0.5) / self.frame_rate
 
-    @torch.inference_mode()
-    def encode(self, prepared: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        windows = np.concatenate([mels for mels, _ in prepared])
+    def frame_count(self, prepared: WhisperWindows) -> int:
+        """Encoder frames of real audio a video's input gives (Whisper's padding cropped away)."""
+        return int(prepared.valid.sum())
+
+    def _hidden(self, prepared: list[WhisperWindows]):
+        """Each video's encoder frames of real audio, on the device: [frames, d_model] float32 per video. The
+        30 s windows are built on the device from the frames real audio reached, `batch` windows at a time."""
         dtype = next(self.encoder.parameters()).dtype  # the input in the weights' dtype, whatever that is
-        outputs = []
-        for start in range(0, len(windows), self.batch):
-            chunk = torch.from_numpy(windows[start : start + self.batch]).to(self.device, dtype)
-            with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
-                outputs.append(self.encoder(chunk).last_hidden_state.float().cpu().numpy())
-        hidden = np.concatenate(outputs)
-        results, row = [], 0
-        for _, valid in prepared:  # crop Whisper's padding away: only frames of real audio remain
-            results.append(np.concatenate([hidden[row + i, :n] for i, n in enumerate(valid)]))
-            row += len(valid)
-        return results
+        windows = whisper_input(prepared, self.device, dtype)
+        hidden = torch.cat(
+            [
+                self.encoder(windows[start : start + self.batch]).last_hidden_state.float()
+                for start in range(0, len(windows), self.batch)
+            ]
+        )
+        videos, row = [], 0
+        for video in prepared:  # crop Whisper's padding away: only frames of real audio remain
+            videos.append(torch.cat([hidden[row + i, :n] for i, n in enumerate(video.valid.tolist())]))
+            row += len(video.valid)
+        return videos
+
+    @torch.inference_mode()
+    def encode(self, prepared: list[WhisperWindows]) -> list[np.ndarray]:
+        with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
+            return [h.cpu().numpy() for h in self._hidden(prepared)]
+
+    @torch.inference_mode()
+    def encode_pooled(self, prepared: list[WhisperWindows], selections: list[list]) -> list[np.ndarray]:
+        """Encode and pool into segments on the device (see `pool_on_device`): only [T, dim] per video comes
+        back to the host, not 1500 frames x d_model per 30 s."""
+        with torch.autocast(self.device.type, dtype=self.precision, enabled=self.precision is not None):
+            hidden = self._hidden(prepared)
+        pooled = [pool_on_device(h, selection, self.pool) for h, selection in zip(hidden, selections)]
+        return list(torch.stack(pooled).cpu().numpy())
 
 
-def make_audio_encoder(audio_cfg: dict, device: torch.device, precision: torch.dtype | None, batch: int):
+def make_audio_encoder(
+    audio_cfg: dict,
+    device: torch.device,
+    precision: torch.dtype | None,
+    batch: int,
+    hash_file: Callable[[Path], str] = sha256_file,
+):
     encoder = audio_cfg["encoder"]
     if encoder == "logmel":
         return LogMelEncoder(audio_cfg)
     if encoder in ("whisper", "whisper-base"):
-        return WhisperEncoder(audio_cfg, device, precision, batch)
+        return WhisperEncoder(audio_cfg, device, precision, batch, hash_file)
+    raise ValueError(f"unknown audio encoder {encoder!r} (logmel, whisper)")
+
+
+def make_audio_frontend(audio_cfg: dict) -> tuple[Callable, int]:
+    """(the encoder's frontend, its sample rate) without loading the encoder's model: the decode workers
+    need only these, and can start while the model loads."""
+    encoder = audio_cfg["encoder"]
+    if encoder == "logmel":
+        frontend = LogMelEncoder(audio_cfg)
+        return frontend.frontend, frontend.sample_rate
+    if encoder in ("whisper", "whisper-base"):
+        from transformers import WhisperFeatureExtractor
+
+        extractor = WhisperFeatureExtractor.from_pretrained(resolve_hf_folder(str(audio_cfg["model"])))
+        return WhisperLogMel.from_extractor(extractor), extractor.sampling_rate
     raise ValueError(f"unknown audio encoder {encoder!r} (logmel, whisper)")
 
 
@@ -185,6 +217,30 @@ def pooled_width(width: int, pool: str) -> int:
     return width * (2 if check_pool(pool) == "mean+std" else 1)
 
 
+def segment_frames(
+    times: np.ndarray, covered: list[tuple[float, float]], bounds: np.ndarray, min_coverage: float
+) -> list[np.ndarray | None]:
+    """Which encoder frames each segment pools: those whose centre lies in it, on the video's clock.
+
+    A segment counts as heard only if real audio covers at least `min_coverage` of it (None otherwise);
+    frames that fall in a gap (lost packets, audio that ends early) never enter the pool.
+    """
+    spans = np.asarray(covered, np.float64).reshape(-1, 2)
+    in_span = ((times[:, None] >= spans[None, :, 0]) & (times[:, None] < spans[None, :, 1])).any(axis=1)
+    selection: list[np.ndarray | None] = []
+    for start, end in bounds:
+        overlap = np.clip(np.minimum(spans[:, 1], end) - np.maximum(spans[:, 0], start), 0, None).sum()
+        if end <= start or overlap / (end - start) < min_coverage:
+            selection.append(None)
+            continue
+        inside = np.flatnonzero(in_span & (times >= start) & (times < end))
+        if len(inside) == 0:  # segment shorter than one encoder frame: take the nearest real frame (std 0)
+            candidates = np.flatnonzero(in_span)
+            inside = candidates[[np.argmin(np.abs(times[candidates] - (start + end) / 2))]] if len(candidates) else None
+        selection.append(inside)
+    return selection
+
+
 def pool_segments(
     features: np.ndarray,
     times: np.ndarray,
@@ -193,31 +249,36 @@ def pool_segments(
     min_coverage: float,
     pool: str = "mean",
 ) -> PooledAudio:
-    """Pool the encoder frames whose centre lies in each frame's segment, on the video's clock.
+    """Pool the encoder frames of each frame's segment (`segment_frames`), on the host. "mean+std" adds the
+    standard deviation over the segment's frames after the mean: a mean alone cannot tell a steady hum from
+    beeps or bursts of the same average spectrum."""
+    selection = segment_frames(times, covered, bounds, min_coverage)
+    return PooledAudio(pool_selected(features, selection, pool), np.array([i is not None for i in selection]))
 
-    A segment counts as heard only if real audio covers at least `min_coverage` of it; frames
-    that fall in a gap (lost packets, audio that ends early) never enter the pool. "mean+std" adds
-    the standard deviation over the segment's frames after the mean: a mean alone cannot tell a
-    steady hum from beeps or bursts of the same average spectrum.
-    """
-    count, dim = len(bounds), features.shape[1]
-    pooled = np.zeros((count, pooled_width(dim, pool)), np.float32)
-    mask = np.zeros(count, bool)
-    spans = np.asarray(covered, np.float64).reshape(-1, 2)
-    in_span = ((times[:, None] >= spans[None, :, 0]) & (times[:, None] < spans[None, :, 1])).any(axis=1)
-    for f, (start, end) in enumerate(bounds):
-        overlap = np.clip(np.minimum(spans[:, 1], end) - np.maximum(spans[:, 0], start), 0, None).sum()
-        if end <= start or overlap / (end - start) < min_coverage:
+
+def pool_selected(features: np.ndarray, selection: list[np.ndarray | None], pool: str) -> np.ndarray:
+    """[T, dim] (or [T, 2 dim]) of the frames each segment selected; zeros where it is unheard."""
+    dim = features.shape[1]
+    pooled = np.zeros((len(selection), pooled_width(dim, pool)), np.float32)
+    for f, inside in enumerate(selection):
+        if inside is None:
             continue
-        inside = in_span & (times >= start) & (times < end)
-        if not inside.any():  # segment shorter than one encoder frame: take the nearest real frame (std 0)
-            candidates = np.flatnonzero(in_span)
-            if len(candidates) == 0:
-                continue
-            inside = candidates[[np.argmin(np.abs(times[candidates] - (start + end) / 2))]]
         chosen = features[inside]
         pooled[f, :dim] = chosen.mean(axis=0)
         if pool == "mean+std":
             pooled[f, dim:] = chosen.std(axis=0)
-        mask[f] = True
-    return PooledAudio(pooled, mask)
+    return pooled
+
+
+def pool_on_device(hidden: torch.Tensor, selection: list[np.ndarray | None], pool: str) -> torch.Tensor:
+    """`pool_segments` on a tensor where it lies: [T, dim] (or [T, 2 dim]), zeros where a segment is unheard."""
+    dim = hidden.shape[1]
+    pooled = hidden.new_zeros((len(selection), pooled_width(dim, pool)))
+    for f, inside in enumerate(selection):
+        if inside is None:
+            continue
+        chosen = hidden[torch.as_tensor(inside, device=hidden.device)]
+        pooled[f, :dim] = chosen.mean(dim=0)
+        if pool == "mean+std":
+            pooled[f, dim:] = chosen.std(dim=0, correction=0)
+    return pooled

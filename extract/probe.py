@@ -42,30 +42,47 @@ def _start_seconds(stream) -> float:
     return float(stream.start_time * stream.time_base)
 
 
-def probe(path: Path) -> StreamInfo:
+def audio_stream(container):
+    """The first audio stream FFmpeg can decode, or None (an undecodable codec is treated as no sound)."""
+    audio = container.streams.audio[0] if container.streams.audio else None
+    return audio if audio is not None and audio.codec_context is not None else None
+
+
+def stream_info(container) -> StreamInfo:
+    """The headers of an open container; a file without a usable video stream is a probe failure."""
+    if not container.streams.video:
+        raise VideoError("probe", "no video stream")
+    video = container.streams.video[0]
+    if video.codec_context is None:
+        raise VideoError("probe", "no decoder for the video codec")
+    width, height = video.codec_context.width, video.codec_context.height
+    if not width or not height:
+        raise VideoError("probe", "video stream has no frame size (unknown or broken codec)")
+    audio = audio_stream(container)
+    return StreamInfo(
+        width=width,
+        height=height,
+        has_audio=audio is not None,
+        video_start=_start_seconds(video),
+        audio_start=_start_seconds(audio) if audio is not None else 0.0,
+    )
+
+
+def check_not_empty(path: Path) -> None:
     if path.stat().st_size == 0:
         raise VideoError("probe", "empty file (0 bytes)")
+
+
+def unreadable(error: Exception) -> VideoError:
+    return VideoError("probe", f"not a readable video ({describe_av_error(error)})")
+
+
+def probe(path: Path) -> StreamInfo:
+    check_not_empty(path)
     try:
         with open_input(path) as container:
-            if not container.streams.video:
-                raise VideoError("probe", "no video stream")
-            video = container.streams.video[0]
-            if video.codec_context is None:
-                raise VideoError("probe", "no decoder for the video codec")
-            width, height = video.codec_context.width, video.codec_context.height
-            if not width or not height:
-                raise VideoError("probe", "video stream has no frame size (unknown or broken codec)")
-            audio = container.streams.audio[0] if container.streams.audio else None
-            if audio is not None and audio.codec_context is None:
-                audio = None  # an audio codec FFmpeg cannot decode: treated as no sound
-            return StreamInfo(
-                width=width,
-                height=height,
-                has_audio=audio is not None,
-                video_start=_start_seconds(video),
-                audio_start=_start_seconds(audio) if audio is not None else 0.0,
-            )
+            return stream_info(container)
     except VideoError:
         raise
     except (av.FFmpegError, OSError, ValueError) as error:
-        raise VideoError("probe", f"not a readable video ({describe_av_error(error)})") from None
+        raise unreadable(error) from None

@@ -60,6 +60,7 @@ class ShardWriter:
         self.max_videos, self.max_seconds, self.on_written = max_videos, max_seconds, on_written
         self.rows: list[FeatureRow] = []
         self.opened = time.monotonic()
+        self.seconds = 0.0  # spent writing shards
         folder.mkdir(parents=True, exist_ok=True)
 
     def add(self, rows: list[FeatureRow]) -> None:
@@ -76,11 +77,13 @@ class ShardWriter:
             self._write(len(self.rows))
 
     def _write(self, count: int) -> None:
+        start = time.perf_counter()
         rows, self.rows = self.rows[:count], self.rows[count:]
         path = self.folder / f"shard-{time.time_ns():x}-w{self.worker:03d}.h5"
         write_shard(path, rows, {**self.attrs, "worker": self.worker, "created": time.time()})
         self.on_written(path, len(rows))
         self.opened = time.monotonic()
+        self.seconds += time.perf_counter() - start
 
 
 class BackgroundWriter:

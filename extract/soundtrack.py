@@ -2,6 +2,8 @@
 
 A bad packet costs only its own samples: the gap is kept as silence in the waveform and left out
 of `covered`, so the segments it falls in can be masked instead of pretending to be sound.
+`SoundtrackDecoder` takes packets one at a time, so the reader can decode the sound in the same
+demuxing pass that indexes the video packets (one open, one read of the file).
 """
 
 from __future__ import annotations
@@ -20,66 +22,110 @@ GAP_SECONDS = 0.05  # a jump in timestamps larger than this is lost audio, not j
 
 @dataclass
 class Soundtrack:
-    samples: np.ndarray  # [n] float32 mono at `rate`
+    samples: np.ndarray  # [n] float32 mono at `rate` (emptied once the audio frontend has read it)
     rate: int
     start: float  # seconds of samples[0] on the video's clock (0 = first frame)
     covered: list[tuple[float, float]] = field(default_factory=list)  # real audio spans, video clock
     dropped_packets: int = 0
+    length: int = -1  # samples decoded; kept when `samples` is dropped (-1: len(samples))
+
+    def __post_init__(self) -> None:
+        if self.length < 0:
+            self.length = len(self.samples)
 
     @property
     def end(self) -> float:
-        return self.start + len(self.samples) / self.rate
+        return self.start + self.length / self.rate
+
+    def without_samples(self) -> Soundtrack:
+        """The same soundtrack less its waveform: what the main process needs once the frontend has run
+        (spans, clock, dropped packets), without sending 64 KB per second of sound between processes."""
+        return Soundtrack(
+            np.zeros(0, np.float32), self.rate, self.start, self.covered, self.dropped_packets, self.length
+        )
+
+
+class SoundtrackDecoder:
+    """Decodes the packets of one audio stream as they are demuxed; `result()` gives the soundtrack."""
+
+    def __init__(self, stream, info: StreamInfo, rate: int):
+        self.stream, self.info, self.rate = stream, info, rate
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        self.chunks: list[np.ndarray] = []
+        self.covered: list[list[float]] = []
+        self.position = 0  # samples written so far
+        self.first_time: float | None = None
+        self.dropped = 0
+        self.error: str | None = None  # a demuxing or resampling error that ended the sound early
+
+    def add(self, packet) -> None:
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            self.dropped += 1
+            return
+        for frame in frames:
+            time = frame.time
+            if time is not None:
+                if self.first_time is None:
+                    self.first_time = time
+                expected = int(round((time - self.first_time) * self.rate))
+                if expected - self.position > GAP_SECONDS * self.rate:  # lost packets: keep the clock
+                    self.chunks.append(np.zeros(expected - self.position, np.float32))
+                    self.position = expected
+            for out in self.resampler.resample(frame):
+                self._append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+
+    def _append(self, data: np.ndarray) -> None:
+        start = self.position / self.rate
+        if self.covered and abs(self.covered[-1][1] - start) < 1e-9:
+            self.covered[-1][1] = start + len(data) / self.rate
+        else:
+            self.covered.append([start, start + len(data) / self.rate])
+        self.chunks.append(data)
+        self.position += len(data)
+
+    def _flush(self) -> None:
+        for out in self.resampler.resample(None):
+            data = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            if self.covered:
+                self.covered[-1][1] += len(data) / self.rate
+            self.chunks.append(data)
+            self.position += len(data)
+
+    def fail(self, error: Exception) -> None:
+        """Demuxing broke off: keep the sound decoded so far (if any), as a bad packet would."""
+        self.error = describe_av_error(error)
+
+    def result(self) -> tuple[Soundtrack | None, str | None]:
+        """The soundtrack, or (None, reason) when none of it decodes."""
+        if self.error is None:
+            try:
+                self._flush()
+            except (av.FFmpegError, OSError, ValueError) as error:
+                self.error = describe_av_error(error)
+        if self.error is not None and not self.chunks:
+            return None, f"audio could not be decoded: {self.error}"
+        if self.position == 0:
+            return None, f"audio stream present but nothing decoded ({self.dropped} bad packets)"
+        offset = (self.first_time or self.info.audio_start) - self.info.video_start
+        samples = np.concatenate(self.chunks)
+        spans = [(a + offset, b + offset) for a, b in self.covered]
+        return Soundtrack(samples, self.rate, offset, spans, self.dropped), None
 
 
 def decode_soundtrack(path: Path, info: StreamInfo, rate: int) -> tuple[Soundtrack | None, str | None]:
-    """The soundtrack, or (None, reason) when the file has none or none of it decodes."""
+    """The soundtrack of a file on its own (the reader decodes it in its one pass over the file instead)."""
     if not info.has_audio:
         return None, None
-    chunks: list[np.ndarray] = []
-    covered: list[list[float]] = []
-    position = 0  # samples written so far
-    first_time = None
-    dropped = 0
     try:
         with open_input(path) as container:
-            stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError:
-                    dropped += 1
-                    continue
-                for frame in frames:
-                    time = frame.time
-                    if time is not None:
-                        if first_time is None:
-                            first_time = time
-                        expected = int(round((time - first_time) * rate))
-                        if expected - position > GAP_SECONDS * rate:  # lost packets: keep the clock
-                            chunks.append(np.zeros(expected - position, np.float32))
-                            position = expected
-                    for out in resampler.resample(frame):
-                        data = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                        start = position / rate
-                        if covered and abs(covered[-1][1] - start) < 1e-9:
-                            covered[-1][1] = start + len(data) / rate
-                        else:
-                            covered.append([start, start + len(data) / rate])
-                        chunks.append(data)
-                        position += len(data)
-            for out in resampler.resample(None):
-                data = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                if covered:
-                    covered[-1][1] += len(data) / rate
-                chunks.append(data)
-                position += len(data)
+            decoder = SoundtrackDecoder(container.streams.audio[0], info, rate)
+            try:
+                for packet in container.demux(decoder.stream):
+                    decoder.add(packet)
+            except (av.FFmpegError, OSError, ValueError) as error:
+                decoder.fail(error)
     except (av.FFmpegError, OSError, ValueError) as error:
-        if not chunks:
-            return None, f"audio could not be decoded: {describe_av_error(error)}"
-    if position == 0:
-        return None, f"audio stream present but nothing decoded ({dropped} bad packets)"
-    offset = (first_time or info.audio_start) - info.video_start
-    samples = np.concatenate(chunks)
-    spans = [(a + offset, b + offset) for a, b in covered]
-    return Soundtrack(samples, rate, offset, spans, dropped), None
+        return None, f"audio could not be decoded: {describe_av_error(error)}"
+    return decoder.result()

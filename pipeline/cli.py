@@ -76,6 +76,9 @@ def extract(
     shard_index: int | None = typer.Option(None, help="This worker's index among --num-shards."),
     strict: bool = typer.Option(False, help="Exit non-zero if any video failed."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Also print the summary and the account of where the time went as JSON (stdout)."
+    ),
 ) -> None:
     """Decode videos, sample T frames, and store CLIP frame and audio features in HDF5 shards."""
     from gais_pipe.extract.guard import DeviceFailure
@@ -96,6 +99,14 @@ def extract(
         f"{summary.videos_per_second:.2f}",
     )
     console.print(table)
+    if summary.account is not None and summary.extracted:
+        console.print(summary.account.table())
+    if as_json:
+        import json
+
+        counts = {k: getattr(summary, k) for k in ("found", "extracted", "skipped", "failed", "warned", "seconds")}
+        account = summary.account.as_dict() if summary.account is not None else None
+        print(json.dumps({**counts, "videos_per_s": summary.videos_per_second, "account": account}))
     if summary.failed:
         console.print(f"{summary.failed} failed; reasons in {workdir / 'failures.jsonl'}")
         if strict:

@@ -1,8 +1,8 @@
 """The extract stage: find videos, skip those already done, decode in the background, encode in
-batches, write shards. Reader, mapper and writer are in gais_pipe.extract; this module only wires
-them together, counts, and shows progress. `run_extract` is three steps: plan (this worker's share of
-the videos, the device, the encoders, the feature identity, what is left to do), the decode-encode-write
-loop, and the summary.
+batches, write shards. Reader, distributor (decode pool), mapper and writer are in gais_pipe.extract;
+this module only wires them together, counts, and shows progress. `run_extract`: this worker's share of
+the videos and what is left to do; decoding starts; the encoders load meanwhile and claim the workdir's
+feature identity; the decode-encode-write loop; the summary with its account of where the time went.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,14 @@ from gais_pipe.distributed import (
     use_tensor_cores,
     worker_slot,
 )
-from gais_pipe.extract.audio_encoders import make_audio_encoder
-from gais_pipe.extract.clip_model import LoadedClip, image_tower_in, load_clip
+from gais_pipe.extract.account import StageAccount
+from gais_pipe.extract.audio_encoders import make_audio_encoder, make_audio_frontend
+from gais_pipe.extract.clip_model import LoadedClip, configured_image_size, image_tower_in, load_clip
+from gais_pipe.extract.decode_pool import DecodePool
 from gais_pipe.extract.discover import Problem, VideoRef, discover
 from gais_pipe.extract.guard import GuardedMapper
 from gais_pipe.extract.mapper import FeatureMapper
-from gais_pipe.extract.reader import DecodedVideo, DecodeSpec, decoded_stream
+from gais_pipe.extract.reader import DecodedVideo, DecodeSpec
 from gais_pipe.extract.shards import BackgroundWriter, ShardWriter
 from gais_pipe.workdir import RowRef, Workdir
 
@@ -52,8 +55,9 @@ class ExtractSummary:
     skipped: int = 0
     failed: int = 0
     warned: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the start of decoding (which overlaps loading the encoders) to the last row written
     problems: list[Problem] = field(default_factory=list)
+    account: StageAccount | None = None  # where the time went
 
     @property
     def videos_per_second(self) -> float:
@@ -129,6 +133,7 @@ class Report:
 
     def __init__(self, summary: ExtractSummary, work: Workdir, console: Console):
         self.summary, self.work, self.console = summary, work, console
+        self.failed_before = 0  # failures found before decoding (unusable files): not in the progress bar
 
     def fail(self, problem: Problem, ref: VideoRef | None = None) -> None:
         self.summary.failed += 1
@@ -151,54 +156,59 @@ class Report:
 
 
 @dataclass
-class Plan:
-    """What set-up decided: the videos left to do, the device and encoders, how decoding runs."""
+class Encoders:
+    """What loading the models decided: the device, the autocast dtype, the encoders and the feature record."""
 
-    todo: list[VideoRef]
     device: torch.device
     precision: torch.dtype | None  # the autocast dtype; None: fp32
     clip: LoadedClip
     audio: Any
     record: dict
-    workers: int
-    prefetch: int
-    spec: DecodeSpec
 
 
-def _set_up_encoders(config: Config, work: Workdir, workers: int) -> tuple:
-    """(device, autocast dtype, clip, audio encoder); their feature record is claimed in the workdir."""
+def decode_spec(config: Config, workers: int) -> DecodeSpec:
+    """What the decoders need, read from the config without loading a model, so decoding starts first."""
+    features, runtime = config["features"], config["runtime"]
+    frontend, sample_rate = make_audio_frontend(features["audio"])
+    size = configured_image_size(features["clip"]["model"])
+    return DecodeSpec(
+        int(features["frames"]), size, sample_rate, runtime["decoder"], frontend, decoder_threads(workers)
+    )
+
+
+def set_up_encoders(config: Config, work: Workdir, spec: DecodeSpec) -> Encoders:
+    """The device and encoders; their feature record is claimed in the workdir. Weight files are hashed once
+    per workdir (hashes.json), not on every run."""
     runtime = config["runtime"]
     device = resolve_device(runtime["device"])
     use_tensor_cores(device)
-    if device.type == "cpu":  # decoders and encoders share the cores: do not oversubscribe them
-        torch.set_num_threads(int(runtime.get("torch_threads") or max(1, available_cores() - workers)))
     precision = autocast_dtype(device, runtime["precision"])
-    clip = load_clip(config["features"]["clip"], work.models_dir, device)
+    clip = load_clip(config["features"]["clip"], work.models_dir, device, hash_file=work.sha256)
+    if clip.image_size != spec.image_size:
+        raise RuntimeError(
+            f"{clip.identity['model']}: built at {clip.image_size} px, its config says {spec.image_size}"
+        )
     image_tower_in(clip, precision)
-    audio = make_audio_encoder(config["features"]["audio"], device, precision, int(runtime["audio_batch"]))
+    audio = make_audio_encoder(
+        config["features"]["audio"], device, precision, int(runtime["audio_batch"]), hash_file=work.sha256
+    )
     record = feature_record(config, clip, audio, effective_precision(device, runtime["precision"]))
     work.claim_identity(record)
-    return device, precision, clip, audio, record
+    return Encoders(device, precision, clip, audio, record)
 
 
-def plan_extraction(work: Workdir, config: Config, refs: list[VideoRef]) -> Plan:
-    """Set up the device and encoders, fix the workdir's feature identity, and list the videos left to do."""
-    runtime = config["runtime"]
-    workers, prefetch = decode_parallelism(runtime)
-    device, precision, clip, audio, record = _set_up_encoders(config, work, workers)
-    frames = int(config["features"]["frames"])
-    spec = DecodeSpec(
-        frames, clip.image_size, audio.sample_rate, runtime["decoder"], audio.frontend, decoder_threads(workers)
-    )
-    done = work.rows()
-    todo = [r for r in refs if not _unchanged(done.get(r.id), r)]
-    return Plan(todo, device, precision, clip, audio, record, workers, prefetch, spec)
+def encoder_threads(runtime: dict, workers: int) -> int:
+    """CPU threads of this process's encoders: the cores the decode workers leave (on a GPU too, where
+    torch's default of one per core would fight the decoders over the cores for nothing)."""
+    return int(runtime.get("torch_threads") or max(1, available_cores() - workers))
 
 
-def _shard_writer(work: Workdir, plan: Plan, config: Config, videos: Path, slot: tuple[int, int]) -> BackgroundWriter:
+def _shard_writer(
+    work: Workdir, record: dict, config: Config, videos: Path, slot: tuple[int, int]
+) -> tuple[BackgroundWriter, ShardWriter]:
     """Shards of this worker slot, written by a thread of their own (BackgroundWriter) so that HDF5 and
     fsync overlap the encoding of the next batch."""
-    record, (index, count), runtime = plan.record, slot, config["runtime"]
+    (index, count), runtime = slot, config["runtime"]
     attrs = {
         "feature_hash": record["feature_hash"],
         "identity": record["identity"],
@@ -212,53 +222,65 @@ def _shard_writer(work: Workdir, plan: Plan, config: Config, videos: Path, slot:
     shards = ShardWriter(
         work.features_dir, attrs, index, int(runtime["shard_videos"]), float(runtime["shard_seconds"]), work.add_shard
     )
-    return BackgroundWriter(shards)
+    return BackgroundWriter(shards), shards
 
 
-def _mapper(plan: Plan, config: Config, report: Report) -> GuardedMapper:
-    """The feature mapper, guarded: a failing video costs only itself, out of memory halves the batch, and
-    any other CUDA error stops the run (extract.guard)."""
+def feature_mapper(encoders: Encoders, config: Config) -> FeatureMapper:
     coverage = float(config["features"]["audio"].get("min_coverage", 0.5))
-    mapper = FeatureMapper(plan.clip, plan.audio, plan.device, plan.precision, coverage)
-    return GuardedMapper(mapper, report.encode_failed, lambda note: report.say(f"[yellow]{note}"))
+    return FeatureMapper(encoders.clip, encoders.audio, encoders.device, encoders.precision, coverage)
 
 
 def decode_encode_write(
-    plan: Plan, mapper: GuardedMapper, writer: BackgroundWriter, report: Report, batch_videos: int, progress: bool
+    pool: DecodePool,
+    mapper: Callable[[list[DecodedVideo]], list],
+    writer: BackgroundWriter,
+    report: Report,
+    batch_videos: int,
+    progress: bool,
+    account: StageAccount,
+    total: int,
 ) -> None:
-    """Decode in the background, encode whole batches, hand the rows to the writer thread. Rows already
-    encoded are written even when the loop stops (Ctrl-C, a DeviceFailure).
+    """Encode decoded videos in batches and hand the rows to the writer thread. Rows already encoded are
+    written even when the loop stops (Ctrl-C, a DeviceFailure).
 
-    On a GPU the decoders start from a forkserver: forking a process that holds a CUDA context is unsafe.
-    The CPU keeps fork, measurably faster here (2 cores): a one-video loader starts in 0.2 s against 4 s
-    for the first forkserver (0.4 s after), and a crashed decoder is noticed at once (SIGCHLD) instead of
-    after DataLoader's 5 s status poll, since forkserver workers are not this process's children."""
-    by_id = {r.id: r for r in plan.todo}
-    start_method = "forkserver" if plan.device.type == "cuda" else None
-    stream = decoded_stream(plan.todo, plan.spec, plan.workers, plan.prefetch, start_method)
-    start, batch = time.perf_counter(), []
-
-    def encode() -> None:
-        rows = mapper(batch)
-        writer.add(rows)
-        report.summary.extracted += len(rows)
-        batch.clear()
-
+    A batch is encoded once it is full or when no decoded video is waiting: the encoders never sit idle
+    while videos are ready, and batches grow by themselves when decoding runs ahead. The first batches are
+    1, 2, 4, ... videos, so the first video is encoded seconds after start-up, whatever `batch_videos`."""
+    summary, batch, limit = report.summary, [], 1
     with _progress(report.console, progress) as bar:
-        task = bar.add_task("extract", total=len(plan.todo), rate=0.0)
+        task = bar.add_task("extract", total=total, rate=0.0)
+        start = time.perf_counter()
+
+        def encode() -> None:
+            nonlocal limit
+            rows = mapper(batch)
+            writer.add(rows)
+            summary.extracted += len(rows)
+            account.add_batch(len(batch))
+            batch.clear()
+            limit = min(batch_videos, 2 * limit)
+
+        def show() -> None:
+            done = summary.extracted + summary.failed - report.failed_before
+            elapsed = time.perf_counter() - start
+            bar.update(task, completed=done, rate=done / elapsed if elapsed else 0.0)
+
         try:
-            for processed, item in enumerate(stream, 1):
-                if isinstance(item, Problem):
-                    report.fail(item, by_id.get(item.id))
+            while True:
+                item = pool.take(wait=not batch)
+                if item is None:
+                    if not batch:
+                        break
+                    encode()
+                elif isinstance(item, Problem):
+                    report.fail(item, pool.by_id.get(item.id))
                 else:
+                    account.add_decoded(item)
                     report.warn(item)
                     batch.append(item)
-                    if len(batch) >= batch_videos:
+                    if len(batch) >= limit:
                         encode()
-                elapsed = time.perf_counter() - start
-                bar.update(task, completed=processed, rate=processed / elapsed if elapsed else 0.0)
-            if batch:
-                encode()
+                show()
         finally:
             writer.close()  # rows already encoded are complete: keep them even when interrupted
 
@@ -277,24 +299,50 @@ def run_extract(
     shard_index: int | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    make_mapper: Callable[[Encoders, Config], Callable] = feature_mapper,
 ) -> ExtractSummary:
+    """Extract this worker's share of `videos` into `workdir`. Decoding starts first, in background
+    processes, and runs while the encoders load. `make_mapper` builds what turns decoded videos into rows
+    (benchmarks swap in encoders that do no work, to find the pipeline's ceiling)."""
     console = console or Console(stderr=True)
+    account = StageAccount()
     index, count = worker_slot(num_shards, shard_index)
     refs, problems = _my_share(videos, index, count)
-    summary = ExtractSummary(found=len(refs) + len(problems))
+    summary = ExtractSummary(found=len(refs) + len(problems), account=account)
     work = Workdir(workdir)
     work.create()
+    runtime = config["runtime"]
     with work.worker_lock(index, count):
         work.remove_stale_temporaries(index)
         for note in work.reconcile():
             console.print(f"[yellow]{work.root}: {note}")
-        plan = plan_extraction(work, config, refs)
-        summary.skipped = len(refs) - len(plan.todo)
+        done = work.rows()
+        todo = [r for r in refs if not _unchanged(done.get(r.id), r)]
+        summary.skipped = len(refs) - len(todo)
         report = Report(summary, work, console)
         for problem in problems:
             report.fail(problem)
-        mapper, writer = _mapper(plan, config, report), _shard_writer(work, plan, config, videos, (index, count))
+        report.failed_before = summary.failed
+        workers, queued = decode_parallelism(runtime)
+        account.workers = workers
+        spec = decode_spec(config, workers)
+        torch.set_num_threads(encoder_threads(runtime, workers))
         start = time.perf_counter()
-        decode_encode_write(plan, mapper, writer, report, int(config["runtime"]["batch_videos"]), show_progress)
+        with DecodePool(todo, spec, workers, queued, float(runtime["decode_timeout"])) as pool:
+            encoders = set_up_encoders(config, work, spec)
+            account.encoders_ready = time.time()
+            mapper = GuardedMapper(
+                make_mapper(encoders, config), report.encode_failed, lambda note: report.say(f"[yellow]{note}")
+            )
+            writer, shards = _shard_writer(work, encoders.record, config, videos, (index, count))
+            try:
+                decode_encode_write(
+                    pool, mapper, writer, report, int(runtime["batch_videos"]), show_progress, account, len(todo)
+                )
+            finally:
+                account.decoding = pool.counts
+                account.encode_seconds = dict(getattr(mapper.mapper, "seconds", {}))
+                account.write_seconds = shards.seconds
+                account.end = time.time()
         summary.seconds = time.perf_counter() - start
     return summary
