@@ -28,7 +28,8 @@ from gais_pipe.workdir.features import read_features
 from gais_pipe.workdir.ledger import Workdir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from extract_bench import make_video, seed_models  # noqa: E402  (the benchmarks share their test videos)
+from extract_bench import make_video  # noqa: E402  (the benchmarks share their test videos)
+from gpu_extract_probe import seed_models  # noqa: E402  (and their random checkpoint)
 
 
 def compare(reference: np.ndarray, values: np.ndarray) -> dict:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, [*args.overrides, f"runtime.precision={precision}"])
         work_dir = tmp / f"work-{precision}"
         if reference:
-            seed_models(tmp / "work-fp32" / "models", work_dir)
+            seed_models(tmp / "work-fp32", work_dir)
         summary = extract_stage.run_extract(media, work_dir, config, console=console, show_progress=False)
         work = Workdir(work_dir)
         columns = read_features(work)

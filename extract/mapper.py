@@ -35,6 +35,26 @@ class FeatureRow:
     decoder: str
 
 
+def feature_row(
+    video: DecodedVideo, frame_features: np.ndarray, audio_features: np.ndarray, audio_mask: np.ndarray
+) -> FeatureRow:
+    """A video's row: its features beside what the reader learnt of it."""
+    return FeatureRow(
+        video_id=video.ref.id,
+        frame_features=frame_features,
+        audio_features=audio_features,
+        audio_mask=audio_mask,
+        frame_times=video.frames.times,
+        duration=video.frames.duration,
+        fps=video.frames.fps,
+        file_size=video.ref.size,
+        file_mtime=video.ref.mtime,
+        has_audio_stream=video.has_audio_stream,
+        audio_dropped_packets=video.soundtrack.dropped_packets if video.soundtrack else 0,
+        decoder=video.frames.decoder,
+    )
+
+
 class FeatureMapper:
     def __init__(
         self,
@@ -89,22 +109,7 @@ class FeatureMapper:
         for video, frame_features in zip(batch, image):
             silent = (np.zeros((count, self.audio_encoder.dim), np.float16), np.zeros(count, bool))
             features, mask = audio.get(id(video), silent)
-            rows.append(
-                FeatureRow(
-                    video_id=video.ref.id,
-                    frame_features=frame_features,
-                    audio_features=features,
-                    audio_mask=mask,
-                    frame_times=video.frames.times,
-                    duration=video.frames.duration,
-                    fps=video.frames.fps,
-                    file_size=video.ref.size,
-                    file_mtime=video.ref.mtime,
-                    has_audio_stream=video.has_audio_stream,
-                    audio_dropped_packets=video.soundtrack.dropped_packets if video.soundtrack else 0,
-                    decoder=video.frames.decoder,
-                )
-            )
+            rows.append(feature_row(video, frame_features, features, mask))
         return rows
 
     def encode_audio(self, heard: list[DecodedVideo], count: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
