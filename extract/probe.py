@@ -9,8 +9,11 @@ import av
 
 from .errors import VideoError, describe_av_error
 
-# FFmpeg's own log lines would interleave with the progress bar; failures carry their reason instead.
-av.logging.set_level(av.logging.FATAL)
+# No FFmpeg log at all: its lines would interleave with the progress bar (failures carry their reason
+# instead), and any level but None installs PyAV's callback, which takes the GIL for every ERROR line even
+# when filtered. A decoding thread logging a damaged or skipped reference then waits for the GIL while the
+# main thread, holding it, frees the codec and waits for that thread: a hang seen with 2 decoder threads.
+av.logging.set_level(None)
 
 
 # Metadata that is not valid UTF-8 must not fail a video. PyAV before 19 raises on it unless told

@@ -1,10 +1,12 @@
 """Decoding real and generated media: which frames are taken, and where sound lands in time."""
 
+import av
 import numpy as np
 import pytest
 from conftest import OPENCV_DATA
 from media import index_grey, make_video, tone
 
+from gais_pipe.extract import soundtrack
 from gais_pipe.extract.probe import open_input, open_options, probe
 from gais_pipe.extract.soundtrack import decode_soundtrack
 from gais_pipe.extract.video_frames import sample_frames
@@ -97,3 +99,47 @@ def test_open_input_opens_with_this_pyavs_options(tmp_path):
     path = make_video(tmp_path / "v.mp4", seconds=0.5, fps=10)
     with open_input(path) as container:
         assert container.streams.video
+
+
+def drop_audio_packets(source, target, dropped: set[int]):
+    """A copy of `source` without the audio packets whose numbers are in `dropped`: lost sound, as a damaged
+    file has it (the timestamps of the packets that remain jump over the hole)."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        video = dst.add_stream_from_template(src.streams.video[0])
+        audio = dst.add_stream_from_template(src.streams.audio[0])
+        count = 0
+        for packet in src.demux():
+            if packet.dts is None:
+                continue
+            if packet.stream.type == "audio":
+                count += 1
+                if count in dropped:
+                    continue
+            packet.stream = audio if packet.stream.type == "audio" else video
+            dst.mux(packet)
+    return target
+
+
+@pytest.mark.parametrize("rate", [16000, 22050])
+def test_sound_resampled_in_runs_is_the_frame_by_frame_waveform_with_its_gaps(tmp_path, monkeypatch, rate):
+    """Decoded sound is resampled a second at a time; the waveform, its spans of real sound and the holes
+    left by lost packets must be those of resampling every decoded frame on its own."""
+    whole = make_video(tmp_path / "a.mp4", seconds=6.0, acodec="aac", sample_rate=44100, audio=tone(440.0))
+    path = drop_audio_packets(whole, tmp_path / "holes.mp4", {*range(60, 70), *range(150, 152), *range(200, 203)})
+    runs, problem = decode_soundtrack(path, probe(path), rate)
+    assert problem is None
+    monkeypatch.setattr(soundtrack, "RESAMPLE_SECONDS", 0.0)  # every frame through the resampler alone
+    frame_by_frame, _ = decode_soundtrack(path, probe(path), rate)
+    np.testing.assert_array_equal(runs.samples, frame_by_frame.samples)
+    assert runs.covered == frame_by_frame.covered and runs.start == frame_by_frame.start
+    # 10 lost AAC packets (232 ms) make a hole; 2 (46 ms) are within the jitter allowed, so the clock is
+    # set right at the next hole, 3 packets later: 5 packets of silence there
+    assert len(runs.covered) == 3
+    holes = [b[0] - a[1] for a, b in zip(runs.covered, runs.covered[1:])]
+    assert holes == [pytest.approx(10 * 1024 / 44100, abs=0.01), pytest.approx(5 * 1024 / 44100, abs=0.01)]
+
+
+def test_ffmpeg_logs_nothing_and_never_takes_the_gil_from_a_decoding_thread():
+    """PyAV's log callback (any level but None) takes the GIL for each ERROR line, from FFmpeg's decoding
+    threads too; freeing a threaded decoder while one of them logs then hangs the process for ever."""
+    assert av.logging.get_level() is None
