@@ -232,7 +232,39 @@ def _chromium():
         options.add_argument(argument)
     options.add_argument("--window-size=1400,900")
     options.add_argument("--autoplay-policy=no-user-gesture-required")
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # the network log, for failed loads
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def _show_results(browser, server, text: str, k: int) -> None:
+    """Load the page, search for `text` and wait for k result cards with their thumbnail strips loaded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server.url + "/")
+    WebDriverWait(browser, 30).until(lambda b: "videos" in b.find_element(By.ID, "status").text)
+    browser.find_element(By.ID, "k").clear()
+    browser.find_element(By.ID, "k").send_keys(str(k))
+    box = browser.find_element(By.ID, "query")
+    box.send_keys(text)
+    box.submit()
+    WebDriverWait(browser, 60).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "li.result")) == k)
+    WebDriverWait(browser, 60).until(lambda b: b.execute_script(LOADED) and all(b.execute_script(LOADED)))
+
+
+LOADED = "return [...document.images].map(i => i.complete && i.naturalWidth)"
+
+
+def _failed_loads(browser) -> list[tuple[int, str]]:
+    """(status, url) of each response of 400 or more in the browser's network log since the last call."""
+    failed = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.responseReceived":
+            response = message["params"]["response"]
+            if response["status"] >= 400:
+                failed.append((response["status"], response["url"]))
+    return failed
 
 
 def test_the_page_renders_results_and_plays_from_the_best_moment(served):
@@ -243,22 +275,17 @@ def test_the_page_renders_results_and_plays_from_the_best_moment(served):
     expected = search(server, "a grey picture", k=3)["results"]
     browser = _chromium()
     try:
-        browser.get(server.url + "/")
-        WebDriverWait(browser, 30).until(lambda b: "3 videos" in b.find_element(By.ID, "status").text)
-        browser.find_element(By.ID, "k").clear()
-        browser.find_element(By.ID, "k").send_keys("3")
-        box = browser.find_element(By.ID, "query")
-        box.send_keys("a grey picture")
-        box.submit()
-        WebDriverWait(browser, 60).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "li.result")) == 3)
-        loaded = "return [...document.images].map(i => i.complete && i.naturalWidth)"
-        WebDriverWait(browser, 60).until(lambda b: all(browser.execute_script(loaded)))
+        _show_results(browser, server, "a grey picture", k=3)
+        assert "3 videos" in browser.find_element(By.ID, "status").text
         cards = browser.find_elements(By.CSS_SELECTOR, "li.result")
         assert [c.get_attribute("data-video") for c in cards] == [h["video"] for h in expected]
-        assert browser.execute_script(loaded) == [12 * 96] * 3
+        assert browser.execute_script(LOADED) == [12 * 96] * 3
         first = cards[0]
-        best = first.find_element(By.CSS_SELECTOR, ".best").value_of_css_property("left")
-        assert best == f"{expected[0]['frames']['best'] * 96}px"
+        strip = first.find_element(By.CSS_SELECTOR, ".frames img").rect
+        best = first.find_element(By.CSS_SELECTOR, ".best").rect
+        frame = strip["width"] / 12
+        assert best["x"] == pytest.approx(strip["x"] + expected[0]["frames"]["best"] * frame, abs=1)
+        assert best["width"] == pytest.approx(frame, abs=1)
         assert len(first.find_elements(By.CSS_SELECTOR, ".cells")[1].find_elements(By.TAG_NAME, "div")) == 12
         save_artifact(browser, "serve-page.png")
         # media events do not bubble, but a capturing listener on the document sees them
@@ -270,6 +297,88 @@ def test_the_page_renders_results_and_plays_from_the_best_moment(served):
         assert browser.execute_script("return seeks[0]") == pytest.approx(expected[0]["moment"], abs=0.05)
         playing = "const v = document.querySelector('video'); return [v.readyState, v.error && v.error.code]"
         assert browser.execute_script(playing)[0] >= 2 and browser.execute_script(playing)[1] is None
+    finally:
+        browser.quit()
+
+
+# Per result card, in CSS px: the card's box; every element in it whose content is wider than its box (a
+# scroll bar, or content cut off); the thumbnail strip as shown and its natural size; the best-moment
+# outline; and the first and last cell of each per-frame row under the strip.
+CARD_LAYOUT = """
+const box = (node) => {
+  const r = node.getBoundingClientRect();
+  return {left: r.left, right: r.right, width: r.width, height: r.height};
+};
+return {
+  viewport: document.documentElement.clientWidth,
+  page: [document.documentElement.scrollWidth, document.documentElement.clientWidth],
+  cards: [...document.querySelectorAll("li.result")].map((card) => {
+    const image = card.querySelector(".frames img");
+    return {
+      card: box(card),
+      overflowing: [card, ...card.querySelectorAll("*")]
+        .filter((node) => node.scrollWidth > node.clientWidth)
+        .map((node) => `${node.tagName.toLowerCase()}.${node.className}: ${node.scrollWidth} > ${node.clientWidth}`),
+      strip: box(image),
+      natural: [image.naturalWidth, image.naturalHeight],
+      best: box(card.querySelector(".frames .best")),
+      rows: [...card.querySelectorAll(".cells")].filter((row) => row.children.length)
+        .map((row) => [box(row.firstElementChild), box(row.lastElementChild), row.children.length]),
+    };
+  }),
+};
+"""
+
+
+def test_the_frame_strips_fit_their_cards_at_any_width_and_the_page_loads_without_a_404(served):
+    """Issue 23: the T frames of a result shrink to fit its card (keeping their aspect) rather than
+    scroll or be cut, at narrow and wide windows alike; and nothing the page loads is missing (the
+    browser's automatic /favicon.ico request was a 404 on every load)."""
+    import time
+
+    server = served[0]
+    expected = search(server, "a grey picture", k=3)["results"]
+    browser = _chromium()
+    try:
+        loaded_at = time.monotonic()
+        _show_results(browser, server, "a grey picture", k=3)
+        for width in (800, 1280, 1920):
+            metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+            browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+            save_artifact(browser, f"serve-page-{width}.png")
+            layout = browser.execute_script(CARD_LAYOUT)
+            assert layout["viewport"] == width
+            assert layout["page"][0] <= layout["page"][1], f"{width} px: the page scrolls sideways"
+            assert len(layout["cards"]) == 3
+            for hit, card in zip(expected, layout["cards"]):
+                frames, strip, box = len(hit["frames"]["times"]), card["strip"], card["card"]
+                frame = strip["width"] / frames
+                assert card["overflowing"] == [], f"{width} px: {card['overflowing']}"
+                last = (strip["right"] - frame, strip["right"])  # the last frame's horizontal extent
+                assert box["left"] <= last[0] and last[1] <= box["right"], f"{width} px: last frame {last}, card {box}"
+                assert frame > 20, f"{width} px: frames {frame:.1f} px wide"
+                natural_width, natural_height = card["natural"]
+                assert strip["height"] / strip["width"] == pytest.approx(natural_height / natural_width, rel=0.01)
+                assert strip["width"] <= natural_width + 0.5  # shrunk where need be, never enlarged
+                if width == 1920:  # room for every frame at its natural size
+                    assert strip["width"] == pytest.approx(natural_width, abs=0.5)
+                assert card["best"]["left"] == pytest.approx(strip["left"] + hit["frames"]["best"] * frame, abs=1)
+                assert card["best"]["width"] == pytest.approx(frame, abs=1)
+                assert len(card["rows"]) == 2  # sound and attention, one cell per frame, under the frames
+                for first_cell, last_cell, cells in card["rows"]:
+                    assert cells == frames
+                    assert first_cell["left"] == pytest.approx(strip["left"], abs=1)
+                    assert last_cell["right"] == pytest.approx(strip["right"], abs=1)
+        # Unless the page names an icon, the browser asks for /favicon.ico itself just after the page has loaded
+        # (a tenth of a second here): give it time, then nothing the page or the browser fetched may be missing.
+        time.sleep(max(0.0, 2 - (time.monotonic() - loaded_at)))
+        assert _failed_loads(browser) == []
+        icon = browser.execute_script(
+            "const link = document.querySelector('link[rel~=icon]'); return link && link.href"
+        )
+        assert icon, "the page names no icon"
+        if not icon.startswith("data:"):  # an icon the server serves
+            assert server.request("GET", icon.removeprefix(server.url))[0] == 200
     finally:
         browser.quit()
 

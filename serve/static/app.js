@@ -3,14 +3,21 @@
 // ever set as textContent, never parsed as HTML.
 "use strict";
 
-const FRAME = 96; // px: the height and width of one frame in a strip (style.css --frame)
+// px: the natural height and width of one frame in a thumbnail strip (style.css --frame). A strip is shown
+// at most that size and shrinks to fit its card; the best-moment outline and the per-frame rows under it
+// are laid out in fractions of the strip (style.css --count), so they stay aligned at any width.
+const FRAME = 96;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (key === "text") node.textContent = value;
-    else if (key === "style") Object.assign(node.style, value);
-    else node.setAttribute(key, value);
+    else if (key === "style") {
+      for (const [name, setting] of Object.entries(value)) {
+        if (name.startsWith("--")) node.style.setProperty(name, setting); // a CSS custom property
+        else node.style[name] = setting;
+      }
+    } else node.setAttribute(key, value);
   }
   for (const child of children) node.append(child);
   return node;
@@ -42,7 +49,7 @@ function showWarning(text) {
 }
 
 function cellRow(values, colour, title) {
-  const row = el("div", { class: "cells", style: { gridTemplateColumns: `repeat(${values.length}, ${FRAME}px)` } });
+  const row = el("div", { class: "cells" }); // one column per frame (style.css)
   values.forEach((value, f) => {
     const cell = el("div", { title: title(f) });
     cell.style.background = colour(value);
@@ -53,8 +60,7 @@ function cellRow(values, colour, title) {
 
 function gateRow(frames) {
   if (frames.gates === null) {
-    const width = frames.times.length * FRAME;
-    return el("div", { class: "cells none", style: { width: `${width}px` }, text: "zero-shot index: no trained audio gate" });
+    return el("div", { class: "cells none", text: "zero-shot index: no trained audio gate" });
   }
   return cellRow(
     frames.gates,
@@ -82,12 +88,14 @@ function attentionRow(frames) {
 function frameStrip(hit, card) {
   const count = hit.frames.times.length;
   const strip = el("div", { class: "frames", title: `play from ${hit.moment.toFixed(1)} s` });
+  // width and height give the strip its aspect before it has loaded; CSS sets the size it is shown at
   const image = el("img", { alt: `frames of ${hit.video}`, width: count * FRAME, height: FRAME, loading: "lazy" });
   image.addEventListener("error", () => {
-    image.replaceWith(el("div", { class: "missing", style: { width: `${count * FRAME}px` }, text: "video file not found" }));
+    image.replaceWith(el("div", { class: "missing", text: "video file not found" }));
   });
   image.src = videoUrl("/thumbnails", hit.video);
-  strip.append(image, el("div", { class: "best", style: { left: `${hit.frames.best * FRAME}px`, width: `${FRAME}px` } }));
+  const best = { left: `${(100 * hit.frames.best) / count}%`, width: `${100 / count}%` };
+  strip.append(image, el("div", { class: "best", style: best }));
   strip.addEventListener("click", () => play(hit, card));
   return strip;
 }
@@ -126,7 +134,7 @@ function resultCard(hit) {
   card.append(
     el(
       "div",
-      { class: "strips" },
+      { class: "strips", style: { "--count": String(hit.frames.times.length) } },
       el("span", { class: "label", text: "frames" }),
       frameStrip(hit, card),
       el("span", { class: "label", text: "sound" }),
