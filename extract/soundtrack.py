@@ -59,7 +59,8 @@ class SoundtrackDecoder:
     def __init__(self, stream, info: StreamInfo, rate: int):
         self.stream, self.info, self.rate = stream, info, rate
         self.resampler: av.AudioResampler | None = None
-        self.kind: tuple | None = None  # (format, layout, rate) of the queued frames and of the resampler
+        self.kind: tuple[str, str, int] | None = None  # (format, layout, rate) of the queued frames
+        self.queued_rate = 0  # their sample rate
         self.queued = av.AudioFifo()  # decoded sound not yet resampled (copied in C, not one array per frame)
         self.queued_pts: int | None = None
         self.time_base: tuple[int, int] | None = None
@@ -104,7 +105,7 @@ class SoundtrackDecoder:
         """Where the waveform will end once the queued sound is resampled (ahead by the resampler's delay)."""
         if not self.queued.samples:
             return self.position
-        return self.position + self.queued.samples * self.rate / self.kind[2]
+        return self.position + self.queued.samples * self.rate / self.queued_rate
 
     def _queue(self, frame) -> None:
         kind = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -113,18 +114,18 @@ class SoundtrackDecoder:
             if self.resampler is not None:
                 self._flush()
             self.resampler, self.kind = av.AudioResampler(format="flt", layout="mono", rate=self.rate), kind
-            self.queued = av.AudioFifo()
+            self.queued, self.queued_rate = av.AudioFifo(), frame.sample_rate
         if not self.queued.samples:
             self.queued_pts = frame.pts
         frame.pts = None  # the fifo would check the timestamps run on; the gap test above has seen them
         self.queued.write(frame)
-        if self.queued.samples >= RESAMPLE_SECONDS * kind[2]:
+        if self.queued.samples >= RESAMPLE_SECONDS * self.queued_rate:
             self._resample_queued()
 
     def _resample_queued(self) -> None:
-        if not self.queued.samples:
+        run = self.queued.read() if self.queued.samples else None
+        if run is None or self.resampler is None:
             return
-        run = self.queued.read()
         run.pts = self.queued_pts
         for out in self.resampler.resample(run):
             self._append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
@@ -138,6 +139,8 @@ class SoundtrackDecoder:
         self.position += len(data)
 
     def _flush(self) -> None:
+        if self.resampler is None:
+            return
         for out in self.resampler.resample(None):
             data = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
             if self.covered:
@@ -153,7 +156,7 @@ class SoundtrackDecoder:
         """The soundtrack, or (None, reason) when none of it decodes."""
         try:
             self._resample_queued()  # what was decoded before an error is kept, as it was frame by frame
-            if self.error is None and self.resampler is not None:
+            if self.error is None:
                 self._flush()
         except (av.FFmpegError, OSError, ValueError) as error:
             self.error = self.error or describe_av_error(error)

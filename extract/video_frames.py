@@ -154,9 +154,8 @@ class _FrameDecoder:
                     fed = self.position.get(packet.pts, fed)
                 self._feed(packet, skip=True)
                 pending = self.pending()
-                if not pending or (
-                    fed >= 0 and self.entries[pending[0]] is not None and self.entries[pending[0]][0] > fed
-                ):
+                ahead = self.entries[pending[0]] if pending else None
+                if not pending or (fed >= 0 and ahead is not None and ahead[0] > fed):
                     break  # done, or the next wanted frame starts at a keyframe further on: seek there
             else:
                 return  # end of the file

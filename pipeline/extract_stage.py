@@ -32,8 +32,10 @@ from gais_pipe.distributed import (
     cores_per_process,
     effective_precision,
     owner,
+    pick_device,
     resolve_device,
     use_tensor_cores,
+    visible_gpus,
     worker_slot,
 )
 from gais_pipe.extract.account import StageAccount
@@ -96,10 +98,22 @@ def available_cores(env: dict | None = None) -> int:
     return cores_per_process(os.environ if env is None else env, affinity)
 
 
-def decode_parallelism(runtime: dict) -> tuple[int, int]:
+def decode_workers(runtime: dict, on_gpu: bool | None = None) -> int:
+    """`runtime.decode_workers`, at most this process's cores. "auto": with a GPU, all of them but two (the
+    encoders only feed the GPU: batching, copies, the shard writer), since extraction there is decode-bound;
+    on the CPU, half (the encoders compute on the rest). 0: decode in this process."""
+    cores, asked = available_cores(), runtime["decode_workers"]
+    if asked != "auto":
+        return min(int(asked), cores)
+    if on_gpu is None:
+        on_gpu = pick_device(str(runtime["device"]), os.environ, visible_gpus()).type == "cuda"
+    return max(1, cores - 2) if on_gpu else max(1, cores // 2)
+
+
+def decode_parallelism(runtime: dict, on_gpu: bool | None = None) -> tuple[int, int]:
     """(workers, videos queued per worker): by default enough queued to decode the next whole batch
     while the current one is being encoded, so that decoding and encoding overlap."""
-    workers = min(int(runtime["decode_workers"]), available_cores())
+    workers = decode_workers(runtime, on_gpu)
     prefetch = int(runtime["prefetch"]) or math.ceil(int(runtime["batch_videos"]) / max(workers, 1)) + 1
     return workers, prefetch
 
@@ -246,7 +260,8 @@ def decode_encode_write(
     A batch is encoded once it is full or when no decoded video is waiting: the encoders never sit idle
     while videos are ready, and batches grow by themselves when decoding runs ahead. The first batches are
     1, 2, 4, ... videos, so the first video is encoded seconds after start-up, whatever `batch_videos`."""
-    summary, batch, limit = report.summary, [], 1
+    summary, limit = report.summary, 1
+    batch: list[DecodedVideo] = []
     with _progress(report.console, progress) as bar:
         task = bar.add_task("extract", total=total, rate=0.0)
         start = time.perf_counter()

@@ -52,7 +52,6 @@ def test_named_configs_state_only_their_differences_and_resolve_fully():
         "features.audio.model",
         "features.audio.pool",
         "runtime.batch_videos",
-        "runtime.decode_workers",
         "runtime.shard_videos",
     }
 

@@ -488,6 +488,27 @@ def test_decoders_and_encoders_share_this_process_cores(monkeypatch):
     assert extract_stage.decode_parallelism(runtime)[0] == 16 and extract_stage.decoder_threads(16) == 2
 
 
+def test_auto_decode_workers_feed_a_gpu_with_all_cores_but_two_and_share_a_cpu(monkeypatch):
+    """Extraction on a GPU box is decode-bound: the default must use its cores, not a fixed handful."""
+    from gais_pipe import extract_stage
+    from gais_pipe.config import load_config
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    for name in ("tiny", "paper"):
+        runtime = load_config(name)["runtime"]
+        assert runtime["decode_workers"] == "auto"
+        assert extract_stage.decode_workers(runtime, on_gpu=True) == 14
+        assert extract_stage.decode_workers(runtime, on_gpu=False) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four ranks with a GPU each: 4 cores, 2 decoders each
+    assert extract_stage.decode_workers(runtime, on_gpu=True) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert extract_stage.decode_workers(runtime, on_gpu=True) == 1  # never none
+    assert extract_stage.decode_workers(runtime, on_gpu=False) == 1  # this 2-core machine: as before
+    assert extract_stage.decode_workers(dict(runtime, decode_workers=0)) == 0  # 0 still decodes inline
+    assert extract_stage.decode_workers(dict(runtime, decode_workers=6)) == 2  # at most the cores
+
+
 def test_the_writer_thread_keeps_order_and_reports_its_errors(tmp_path):
     from gais_pipe.extract.shards import BackgroundWriter
 
