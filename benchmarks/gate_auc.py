@@ -11,6 +11,13 @@ The sharper test, where make-synthetic wrote `gate_probe.jsonl` beside videos.js
 under two captions, one that names its sound and the same sentence without it. Claim 1 says the gate opens
 more under the first; reported as the mean difference of the clip's mean gate and the share of clips where it
 is positive.
+
+Per kind, for a collection made with `make-synthetic --unnamed same-kinds` (automatic there; `--per-kind` forces
+it): its unnamed sounds are tones and words of the named kinds (beep, hum, whistle, word) at other parameters,
+so only the caption tells relevance. For each kind, the AUC of captions naming their clip's sound against
+captions of clips whose unnamed sound is of that kind; overall, named against every unnamed sound (noise too,
+where there is any). Its gate probe pairs also hold each unnamed test clip under the caption naming the named
+sound of its kind and without it: that difference should stay below the named clips'.
 """
 
 from __future__ import annotations
@@ -42,6 +49,20 @@ def sound_labels(fact: dict) -> tuple[str, bool]:
     return ("none", False) if sound == "none" else ("tone", True)
 
 
+def sound_kind(fact: dict) -> str:
+    """The acoustic kind of a clip's sound, named or not: "beep", "hum", "whistle" (a tone's name), "word", "noise"
+    or "none". make-synthetic writes it in same-kinds collections; elsewhere it follows from `sound`."""
+    if "sound_kind" in fact:
+        return fact["sound_kind"]
+    family = sound_labels(fact)[0]
+    return fact["sound"] if family == "tone" else family
+
+
+def same_kinds(facts: dict) -> bool:
+    """Whether some clip's sound is unnamed but of a kind that captions name (a same-kinds collection)."""
+    return any(not sound_labels(f)[1] and sound_labels(f)[0] in ("tone", "word") for f in facts.values())
+
+
 def auc(positives: list[float], negatives: list[float]) -> float:
     """Mann-Whitney AUC, ties counted half."""
     if not positives or not negatives:
@@ -51,20 +72,55 @@ def auc(positives: list[float], negatives: list[float]) -> float:
 
 
 @torch.no_grad()
-def own_clip_gates(model, split, facts: dict) -> dict[str, list[float]]:
-    """Mean gate of each caption on its own clip's heard frames, grouped as named / noise."""
+def caption_gates(model, split, facts: dict) -> list[tuple[str, bool, str, float]]:
+    """(family, named, kind, mean gate) of each caption on its own clip's heard frames, for every caption whose
+    clip has sound."""
     model.eval()
-    groups: dict[str, list[float]] = {"named": [], "noise": []}
+    rows = []
     for j in range(len(split)):
         video = int(split.caption_video[j])
-        family, named = sound_labels(facts[split.video_ids[video]])
+        fact = facts[split.video_ids[video]]
+        family, named = sound_labels(fact)
         batch = split.videos.take([video])
         mask = batch.mask[0].bool()
-        if not mask.any() or not (named or family == "noise"):
+        if not mask.any() or family == "none":
             continue
         gates = model.pool(model.encode_text(split.text_features[j : j + 1].float()), batch.to("cpu")).gates[0, 0]
-        groups["named" if named else "noise"].append(float(gates[mask].mean()))
-    return groups
+        rows.append((family, named, sound_kind(fact), float(gates[mask].mean())))
+    return rows
+
+
+def own_clip_gates(model, split, facts: dict, rows: list | None = None) -> dict[str, list[float]]:
+    """Mean gate of each caption on its own clip's heard frames, grouped as named / noise."""
+    rows = caption_gates(model, split, facts) if rows is None else rows
+    return {
+        "named": [gate for _, named, _, gate in rows if named],
+        "noise": [gate for family, named, _, gate in rows if not named and family == "noise"],
+    }
+
+
+def separation(named: list[float], unnamed: list[float]) -> dict:
+    """AUC and means of two groups of gates."""
+    return {
+        "auc": auc(named, unnamed),
+        "named_mean": float(np.mean(named)) if named else float("nan"),
+        "unnamed_mean": float(np.mean(unnamed)) if unnamed else float("nan"),
+        "named_n": len(named),
+        "unnamed_n": len(unnamed),
+    }
+
+
+def kind_report(rows: list[tuple[str, bool, str, float]]) -> dict:
+    """Named against unnamed within each kind that has both, and overall (named against every unnamed sound)."""
+    kinds = sorted({kind for _, named, kind, _ in rows if named})
+    by_kind = {
+        kind: separation(
+            [g for _, n, k, g in rows if n and k == kind], [g for _, n, k, g in rows if not n and k == kind]
+        )
+        for kind in kinds
+    }
+    overall = separation([g for _, n, _, g in rows if n], [g for _, n, _, g in rows if not n])
+    return {"overall": overall, "kinds": by_kind}
 
 
 @torch.no_grad()
@@ -73,7 +129,7 @@ def probe_pairs(model, split, encode_texts, lines: list[dict]) -> dict:
     model.eval()
     rows = {Path(video).name: i for i, video in enumerate(split.video_ids)}
     texts = torch.from_numpy(encode_texts([line["caption"] for line in lines])).float()
-    differences = []
+    differences: dict[bool, list[tuple[str, float]]] = {True: [], False: []}  # by whether the clip's sound is named
     for k in range(0, len(lines) - 1, 2):
         pair = lines[k : k + 2]
         if pair[0]["video"] != pair[1]["video"] or Path(pair[0]["video"]).name not in rows:
@@ -81,8 +137,29 @@ def probe_pairs(model, split, encode_texts, lines: list[dict]) -> dict:
         batch = split.videos.take([rows[Path(pair[0]["video"]).name]])
         heard = batch.mask[0].bool()
         gates = model.pool(model.encode_text(texts[k : k + 2]), batch.to("cpu")).gates[:, 0][:, heard].mean(-1)
-        named, plain = (gates[0], gates[1]) if pair[0]["names_sound"] else (gates[1], gates[0])
-        differences.append(float(named - plain))
+        sounded, plain = (gates[0], gates[1]) if _names_a_sound(pair[0]) else (gates[1], gates[0])
+        kind = pair[0].get("sound_kind", pair[0].get("sound", ""))
+        differences[bool(pair[0].get("sound_named", True))].append((kind, float(sounded - plain)))
+    report = _differences([d for _, d in differences[True]])
+    if differences[False]:  # a same-kinds collection: unnamed clips under a caption naming their kind's named sound
+        report["unnamed"] = _differences([d for _, d in differences[False]])
+        report["kinds"] = {
+            kind: {
+                "named": _differences([d for k, d in differences[True] if k == kind]),
+                "unnamed": _differences([d for k, d in differences[False] if k == kind]),
+            }
+            for kind in sorted({k for named in differences.values() for k, _ in named})
+        }
+    return report
+
+
+def _names_a_sound(line: dict) -> bool:
+    """Whether a probe line's caption names a sound: the clip's own (`names_sound`) or, in a same-kinds
+    collection, the named sound of the clip's kind (`caption_sound`)."""
+    return line["caption_sound"] is not None if "caption_sound" in line else bool(line["names_sound"])
+
+
+def _differences(differences: list[float]) -> dict:
     values = np.asarray(differences)
     return {
         "pairs": len(values),
@@ -91,9 +168,12 @@ def probe_pairs(model, split, encode_texts, lines: list[dict]) -> dict:
     }
 
 
-def gate_report(model, split, facts: dict) -> dict:
-    groups = own_clip_gates(model, split, facts)
-    return {
+def gate_report(model, split, facts: dict, per_kind: bool | None = None) -> dict:
+    """Named sound against unnamed noise; with `per_kind` (None: where the collection has unnamed sounds of
+    named kinds) also "overall" and "kinds" (`kind_report`)."""
+    rows = caption_gates(model, split, facts)
+    groups = own_clip_gates(model, split, facts, rows)
+    report = {
         "auc": auc(groups["named"], groups["noise"]),
         "named_mean": float(np.mean(groups["named"])) if groups["named"] else float("nan"),
         "noise_mean": float(np.mean(groups["noise"])) if groups["noise"] else float("nan"),
@@ -101,6 +181,9 @@ def gate_report(model, split, facts: dict) -> dict:
         "noise_n": len(groups["noise"]),
         "gates": groups,
     }
+    if same_kinds(facts) if per_kind is None else per_kind:
+        report.update(kind_report(rows))
+    return report
 
 
 def load_for_analysis(workdir: Path, videos_json: Path, checkpoint: Path | None, split_name: str):
@@ -118,24 +201,55 @@ def load_for_analysis(workdir: Path, videos_json: Path, checkpoint: Path | None,
     return model, path, splits[split_name], encoder, facts
 
 
-def analysis_arguments(description: str) -> argparse.Namespace:
+def analysis_parser(description: str) -> argparse.ArgumentParser:
     """The command line of a script that looks into one trained run on a make-synthetic collection."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--videos-json", type=Path, required=True, help="make-synthetic's videos.json")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the newest run's best")
     parser.add_argument("--split", default="test")
-    return parser.parse_args()
+    return parser
+
+
+def analysis_arguments(description: str) -> argparse.Namespace:
+    return analysis_parser(description).parse_args()
+
+
+def _separation_line(name: str, part: dict) -> str:
+    return (
+        f"{name}: gate AUC {part['auc']:.3f} (named mean {part['named_mean']:.3f}, n={part['named_n']}; "
+        f"unnamed mean {part['unnamed_mean']:.3f}, n={part['unnamed_n']})"
+    )
+
+
+def _pairs_line(pairs: dict) -> str:
+    return (
+        f"{pairs['mean_difference']:+.3f} on average, positive for {100 * pairs['share_positive']:.0f}% "
+        f"({pairs['pairs']} clips)"
+    )
 
 
 def main() -> int:
-    args = analysis_arguments(__doc__)
-    model, path, split, encoder, facts = load_for_analysis(args.workdir, args.videos_json, args.checkpoint, args.split)
-    report = gate_report(model, split, facts)
-    print(
-        f"{path}: gate AUC {report['auc']:.3f} (named mean {report['named_mean']:.3f}, n={report['named_n']}; "
-        f"noise mean {report['noise_mean']:.3f}, n={report['noise_n']})"
+    parser = analysis_parser(__doc__)
+    parser.add_argument(
+        "--per-kind",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="report the AUC per kind of sound and overall (default: where the collection has unnamed sounds "
+        "of named kinds, as make-synthetic --unnamed same-kinds makes)",
     )
+    args = parser.parse_args()
+    model, path, split, encoder, facts = load_for_analysis(args.workdir, args.videos_json, args.checkpoint, args.split)
+    report = gate_report(model, split, facts, args.per_kind)
+    if report["noise_n"] or "kinds" not in report:
+        print(
+            f"{path}: gate AUC {report['auc']:.3f} (named mean {report['named_mean']:.3f}, n={report['named_n']}; "
+            f"noise mean {report['noise_mean']:.3f}, n={report['noise_n']})"
+        )
+    if "kinds" in report:
+        print(_separation_line(f"{path}: named against every unnamed sound", report["overall"]))
+        for kind, part in report["kinds"].items():
+            print(_separation_line(f"  {kind}, named against unnamed of that kind", part))
     probe_file = args.videos_json.with_name("gate_probe.jsonl")
     if probe_file.is_file():
         lines = [json.loads(line) for line in probe_file.read_text().splitlines() if line.strip()]
@@ -144,6 +258,13 @@ def main() -> int:
             f"one clip, two captions ({pairs['pairs']} clips): gate naming its sound - gate without it "
             f"{pairs['mean_difference']:+.3f} on average, positive for {100 * pairs['share_positive']:.0f}%"
         )
+        if "unnamed" in pairs:
+            print(
+                "unnamed sound of a named kind, one clip under the caption naming its kind's named sound - "
+                f"without it: {_pairs_line(pairs['unnamed'])}"
+            )
+            for kind, part in pairs["kinds"].items():
+                print(f"  {kind}: named {_pairs_line(part['named'])}; unnamed {_pairs_line(part['unnamed'])}")
     return 0
 
 
