@@ -11,11 +11,15 @@ free 127.0.0.1 port and, after a warm-up, sends --requests searches (k 10, reran
 turn from a fixed list) from 1, 4 and 16 concurrent clients, each a thread with one kept-alive
 http.client connection. Per level: latency p50 / p99 / mean as the client sees it, throughput,
 errors (any non-200 answer or exception). Every request goes to 127.0.0.1; every loop is bounded
-by --requests and by --max-seconds per level (--no-serve skips the service). Then --startup runs of a
-one-query `gais-pipe query` process (wall, user and system seconds, median), interleaved: the default
-engine (numpy where it can answer), `--engine torch`, and `python -c "import torch, numpy, faiss"`
-for reference. The load average is recorded before and after: other work on the machine shows up in
-every figure.
+by --requests and by --max-seconds per level (--no-serve skips the service). --serve-engines names the
+service's engines to measure, one after the other (auto, onnx, torch; default auto). Then --startup runs
+of a one-query `gais-pipe query` process (wall, user and system seconds, median), interleaved: the default
+engine (onnx where it can answer), `--engine torch`, and `python -c "import torch, numpy, faiss"` for
+reference. --before DIR measures another tree of the code beside this one, in the same runs: DIR is put
+first on PYTHONPATH (a folder holding that tree's gais_pipe package, e.g. the commit before a change,
+unpacked with its folders laid out as the package), its service measured before this tree's and its
+one-query process interleaved with the others. The load average is recorded before and after: other
+work on the machine shows up in every figure.
 """
 
 from __future__ import annotations
@@ -81,11 +85,22 @@ def post(connection: http.client.HTTPConnection, text: str) -> int:
     return response.status
 
 
-def start_server(work: Path, config: str, port: int) -> subprocess.Popen:
+def before_env(tree: Path | None) -> dict[str, str] | None:
+    """The environment that runs the code of `tree` (first on PYTHONPATH), None for this tree's."""
+    if tree is None:
+        return None
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]).rstrip(":")}
+
+
+def start_server(
+    work: Path, config: str, port: int, engine: str = "auto", env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    command = [sys.executable, "-m", "gais_pipe", "serve", "-w", str(work), "--config", config, "--port", str(port)]
     server = subprocess.Popen(
-        [sys.executable, "-m", "gais_pipe", "serve", "-w", str(work), "--config", config, "--port", str(port)],
+        command + (["--engine", engine] if env is None else []),  # the tree before may have no --engine
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -144,28 +159,30 @@ def level(port: int, clients: int, requests: int, max_seconds: float) -> dict:
     }
 
 
-def startup(work: Path, config: str, runs: int) -> dict:
+def startup(work: Path, config: str, runs: int, before: Path | None = None) -> dict:
     """One-query `gais-pipe query` processes, as /usr/bin/time would see them (wall, user, system seconds),
-    with each engine, interleaved run by run so that the machine's load falls on both alike."""
+    with each engine (and the tree `before`), interleaved run by run so that the machine's load falls on all alike."""
     query = [str(Path(sys.executable).with_name("gais-pipe")), "query", TEXTS[0], "-w", str(work), "--config", config]
-    commands = {
-        "default": query,
-        "torch": [*query, "--engine", "torch"],
-        "import torch, numpy, faiss": [sys.executable, "-c", "import torch, numpy, faiss"],
+    commands: dict[str, tuple[list[str], dict[str, str] | None]] = {
+        "default": (query, None),
+        "torch": ([*query, "--engine", "torch"], None),
+        "import torch, numpy, faiss": ([sys.executable, "-c", "import torch, numpy, faiss"], None),
     }
+    if before is not None:
+        commands["before: default"] = (query, before_env(before))
     used = json.loads(subprocess.run([*query, "--json"], check=True, capture_output=True, text=True).stdout)
     measured: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
     for _ in range(runs):
-        for name, command in commands.items():
-            before = os.times()
+        for name, (command, env) in commands.items():
+            before_times = os.times()
             started = time.perf_counter()
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
             after = os.times()
             measured[name].append(
                 (
                     time.perf_counter() - started,
-                    after.children_user - before.children_user,
-                    after.children_system - before.children_system,
+                    after.children_user - before_times.children_user,
+                    after.children_system - before_times.children_system,
                 )
             )
     out = {"runs": runs, "default_engine": used["engine"], "default_engine_note": used.get("engine_note")}
@@ -193,6 +210,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=120.0, help="bound on each level's duration")
     parser.add_argument("--startup", type=int, default=5, help="one-query processes to time per engine (0: none)")
     parser.add_argument("--no-serve", action="store_true", help="skip the service; time only one-query processes")
+    parser.add_argument("--serve-engines", default="auto", help="the service's engines to measure, comma-separated")
+    parser.add_argument("--before", type=Path, help="measure the code of this tree too (put first on PYTHONPATH)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
 
@@ -210,7 +229,7 @@ def main() -> None:
     if not args.no_serve:
         serve_levels(args, result)
     if args.startup:
-        result["query_process"] = startup(args.work, args.config, args.startup)
+        result["query_process"] = startup(args.work, args.config, args.startup, args.before)
         print(json.dumps(result["query_process"]), flush=True)
     result["load_after"] = os.getloadavg()
     if args.json:
@@ -219,17 +238,21 @@ def main() -> None:
 
 
 def serve_levels(args: argparse.Namespace, result: dict) -> None:
-    port = free_port()
-    server = start_server(args.work, args.config, port)
-    try:
-        level(port, 1, args.warmup, args.max_seconds)
-        for clients in (int(c) for c in args.clients.split(",")):
-            figures = level(port, clients, args.requests, args.max_seconds)
-            result["levels"].append(figures)
-            print(json.dumps(figures), flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    """Each level of clients against the service of each engine asked for (and of the tree before, first)."""
+    runs = [("before", "auto", before_env(args.before))] if args.before is not None else []
+    runs += [(engine, engine, None) for engine in args.serve_engines.split(",")]
+    for name, engine, env in runs:
+        port = free_port()
+        server = start_server(args.work, args.config, port, engine, env)
+        try:
+            level(port, 1, args.warmup, args.max_seconds)
+            for clients in (int(c) for c in args.clients.split(",")):
+                figures = {"service": name, **level(port, clients, args.requests, args.max_seconds)}
+                result["levels"].append(figures)
+                print(json.dumps(figures), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

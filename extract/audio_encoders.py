@@ -236,8 +236,10 @@ def segment_frames(
         inside = np.flatnonzero(in_span & (times >= start) & (times < end))
         if len(inside) == 0:  # segment shorter than one encoder frame: take the nearest real frame (std 0)
             candidates = np.flatnonzero(in_span)
-            inside = candidates[[np.argmin(np.abs(times[candidates] - (start + end) / 2))]] if len(candidates) else None
-        selection.append(inside)
+            nearest = np.argmin(np.abs(times[candidates] - (start + end) / 2)) if len(candidates) else None
+            selection.append(None if nearest is None else candidates[[nearest]])
+        else:
+            selection.append(inside)
     return selection
 
 

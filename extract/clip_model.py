@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -29,7 +30,7 @@ from .weights import WeightsUnavailable
 
 @dataclass
 class LoadedClip:
-    model: torch.nn.Module
+    model: Any  # an open_clip CLIP module (open_clip has no type information: encode_image is not seen)
     identity: dict  # model, pretrained, file, sha256
     image_size: int
     mean: tuple[float, float, float]

@@ -18,7 +18,7 @@ import multiprocessing
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -116,6 +116,7 @@ class DecodePool:
             self.pool = None
 
     def _submit(self, ref: VideoRef, retry: bool = False) -> None:
+        assert self.pool is not None  # only called while the workers run
         future = self.pool.schedule(_decode, args=(ref,), timeout=self.timeout)
         future.add_done_callback(self._stamp)
         self.pending[future] = (ref, retry)
@@ -138,7 +139,7 @@ class DecodePool:
         while not self.ready:
             if not self.pending:
                 return None
-            done = [f for f in self.pending if f.done()]
+            done: Collection[Future] = [f for f in self.pending if f.done()]
             if not done:
                 if not wait:
                     return None

@@ -120,6 +120,7 @@ class FeatureMapper:
         encoder, selections = self.audio_encoder, []
         for video in heard:
             sound = video.soundtrack
+            assert sound is not None  # an audio input comes from a soundtrack
             times = encoder.frame_times(encoder.frame_count(video.audio_input)) + sound.start
             bounds = segment_bounds(video.frames.duration, count)
             selections.append(segment_frames(times, sound.covered, bounds, self.min_coverage))

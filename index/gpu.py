@@ -37,7 +37,7 @@ def gpu_status(faiss_module=None, torch_gpus: int | None = None) -> GpuStatus:
     if count:
         return GpuStatus(count, True, f"faiss-gpu sees {count} GPU(s)")
     if torch_gpus is None:
-        import torch  # only here: the numpy query path imports this module and never torch
+        import torch  # only here: the ONNX query engine imports this module and never torch
 
         torch_gpus = torch.cuda.device_count()
     why = (

@@ -1,4 +1,4 @@
-"""What a search answers, kept free of torch so that the numpy query path and the torch one share it:
+"""What a search answers, kept free of torch so that the ONNX engine and the torch one share it:
 the ranked hits, each hit's frames (times, gates, attention), the per-frame scores both paths compute,
 and the indexed videos' metadata as lazy, SQLite-backed views."""
 

@@ -1,5 +1,5 @@
 """Opening the current index for search, with every check that it may be searched: built, from the
-workdir's features, current, and from the checkpoint asked for. Shared by the torch and the numpy query
+workdir's features, current, and from the checkpoint asked for. Shared by the torch and the ONNX query
 paths, so both refuse the same indexes with the same one-line errors; it imports no torch."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A built index made searchable: exact search over the store's embeddings, or a faiss index whose
 candidates are re-scored exactly. Either way `search(queries, k)` answers (scores, store rows), best
 first, as a faiss index does. `open_cpu_index` opens it without torch (exact search in numpy), for the
-numpy query path; torch is imported only by the torch exact index."""
+ONNX query engine; torch is imported only by the torch exact index."""
 
 from __future__ import annotations
 
@@ -30,11 +30,13 @@ class ExactIndex:
         self.device = device
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.ntotal = len(store)
-        self.vectors = None
+        vectors: torch.Tensor | None = None
         for first, block in store.iter_embeddings():
-            if self.vectors is None:
-                self.vectors = torch.empty((self.ntotal, block.shape[1]), dtype=self.dtype, device=device)
-            self.vectors[first : first + len(block)] = torch.from_numpy(block).to(device, self.dtype)
+            if vectors is None:
+                vectors = torch.empty((self.ntotal, block.shape[1]), dtype=self.dtype, device=device)
+            vectors[first : first + len(block)] = torch.from_numpy(block).to(device, self.dtype)
+        # an empty store (which the index stage never builds) has no width: 0 x 0
+        self.vectors = torch.zeros((0, 0), dtype=self.dtype, device=device) if vectors is None else vectors
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch

@@ -18,6 +18,7 @@ Why this shape, at a million videos and more:
 from __future__ import annotations
 
 import bisect
+import io
 import json
 import os
 import shutil
@@ -185,7 +186,7 @@ def read_npy_rows(path: Path, start: int, stop: int) -> np.ndarray:
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         handle.seek(handle.tell() + start * row_bytes)
         out = np.empty((stop - start, *shape[1:]), dtype=dtype)
-        handle.readinto(memoryview(out).cast("B"))
+        handle.readinto(out.data.cast("B"))
         return out
 
 
@@ -207,7 +208,7 @@ class StoreWriter:
         self.remaining, self.segment_rows = int(new_rows), max(1, int(segment_rows))
         self.db = sqlite3.connect(self.folder / "videos.sqlite")
         self.db.execute(_SCHEMA)
-        self._open: dict[str, object] = {}
+        self._open: dict[str, io.BufferedWriter] = {}
         self._left_in_segment = 0
 
     def append(self, columns: dict[str, np.ndarray], embeddings: np.ndarray, metadata: list[tuple]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -27,7 +28,7 @@ CONFIG = typer.Option(
 OVERRIDES = typer.Option([], "--set", "-s", help="Override a config key, e.g. --set features.frames=8 (repeatable).")
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -120,7 +121,8 @@ def stage_config(workdir: Path, name: str | None, overrides: list[str]) -> dict:
 
     if name is None:
         record = workdir_identity(workdir) or {}
-        name = record.get("config_name") if record.get("config_name") in bundled_config_names() else "tiny"
+        recorded = record.get("config_name")
+        name = recorded if isinstance(recorded, str) and recorded in bundled_config_names() else "tiny"
     return load_config(name, overrides)
 
 
@@ -260,6 +262,8 @@ def build_index(
         highlight=False,
     )
     console.print(f"index: {record['kind']}: {record['reason']}; {record['index_build']}", highlight=False)
+    for note in record.get("onnx", []):  # the graphs `query` and `serve` run: exported, or why not
+        console.print(f"onnx: {note}", highlight=False)
 
 
 @app.command()
@@ -274,7 +278,7 @@ def query(
     json_output: bool = typer.Option(False, "--json", help="JSON lines for programs instead of a table."),
     checkpoint: Path | None = typer.Option(None, help="Check that the index was built with these heads."),
     engine: str = typer.Option(
-        "auto", help="auto: numpy (no torch import) where it can answer, else torch; or numpy, torch."
+        "auto", help="auto: onnx (onnxruntime, no torch import) where it can answer, else torch; or onnx, torch."
     ),
     config: str | None = CONFIG,
     overrides: list[str] = OVERRIDES,
@@ -318,6 +322,7 @@ def serve(
     ),
     port: int | None = typer.Option(None, help="Port (default: config serve.port, 8000)."),
     checkpoint: Path | None = typer.Option(None, help="Check that the index was built with these heads."),
+    engine: str = typer.Option("auto", help="auto: onnx where it can answer, else torch (as query); or onnx, torch."),
     config: str | None = CONFIG,
     overrides: list[str] = OVERRIDES,
 ) -> None:
@@ -326,7 +331,8 @@ def serve(
 
     cfg = stage_config(workdir, config, overrides)
     try:
-        run_serve(workdir, cfg, host or cfg["serve"]["host"], port or int(cfg["serve"]["port"]), checkpoint, console)
+        where = (host or cfg["serve"]["host"], port or int(cfg["serve"]["port"]))
+        run_serve(workdir, cfg, *where, checkpoint, console, engine)
     except (*_stage_errors(), RuntimeError, OSError) as error:
         fail(error_line(error))
 
@@ -336,15 +342,28 @@ def make_synthetic_command(
     out: Path = typer.Argument(..., help="Folder for videos/ and captions.jsonl."),
     videos: int = typer.Option(240, help="How many videos."),
     seed: int = typer.Option(0, help="Same seed, same collection."),
+    unnamed: str = typer.Option(
+        "noise",
+        help="The sounds no caption names: noise (random noise), or same-kinds (tones and words of the named "
+        "kinds at other pitches, rhythms, sweeps and words, in place of the noise).",
+    ),
 ) -> None:
     """Make a captioned audio-visual test collection: shapes, colours, motions, tones, words and noise."""
     from rich.progress import Progress
 
-    from gais_pipe.synthetic import make_synthetic
+    from gais_pipe.synthetic import check_unnamed, make_synthetic
 
+    if videos < 1:
+        fail(f"--videos {videos}: give at least 1")
+    try:
+        check_unnamed(unnamed)
+    except ValueError as error:
+        fail(f"--unnamed: {error}")
     with Progress(console=console) as progress:
         task = progress.add_task("make-synthetic", total=videos)
-        made = make_synthetic(out, videos, seed, lambda done, total: progress.update(task, completed=done))
+        made = make_synthetic(
+            out, videos, seed, lambda done, total: progress.update(task, completed=done), unnamed=unnamed
+        )
     console.print(
         f"{made['videos']} videos in {made['folder']}, {made['captions']} captions in {made['captions_file']}",
         highlight=False,

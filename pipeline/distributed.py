@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 
 def worker_slot(
-    num_shards: int | None = None, shard_index: int | None = None, env: dict | None = None
+    num_shards: int | None = None, shard_index: int | None = None, env: Mapping[str, str] | None = None
 ) -> tuple[int, int]:
     """(index, count) of this worker among all workers."""
     env = os.environ if env is None else env
@@ -164,7 +164,7 @@ def init_distributed(
     world = int(env.get("WORLD_SIZE") or 1)
     if world > 1 and not dist.is_initialized():
         rank = int(env.get("RANK") or 0)
-        extra = {} if timeout_minutes is None else {"timeout": timedelta(minutes=float(timeout_minutes))}
+        timeout = None if timeout_minutes is None else timedelta(minutes=float(timeout_minutes))  # None: the default
         if device.type == "cuda":
             gpus, per_node = visible_gpus(), ranks_per_node(env)
             if per_node > gpus:
@@ -172,9 +172,9 @@ def init_distributed(
                     f"{per_node} processes per node share {gpus} visible GPU(s): NCCL needs a GPU of its own for "
                     "each (start at most as many processes per node as GPUs)"
                 )
-            dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device, **extra)
+            dist.init_process_group("nccl", timeout=timeout, rank=rank, world_size=world, device_id=device)
         else:
-            dist.init_process_group("gloo", rank=rank, world_size=world, **extra)
+            dist.init_process_group("gloo", timeout=timeout, rank=rank, world_size=world)
     return device
 
 

@@ -91,8 +91,8 @@ def draw(e: Explanation, out: Path) -> Path:
         gate_axis.bar(positions, np.where(mask, gates, 0.0), color=colours)
         gate_axis.set_ylim(0, 1)
         gate_axis.set_ylabel("audio gate")
-        for f in np.flatnonzero(~mask):
-            gate_axis.text(f, 0.05, "no\nsound", ha="center", fontsize=7, color="grey")
+        for silent in np.flatnonzero(~mask).tolist():
+            gate_axis.text(silent, 0.05, "no\nsound", ha="center", fontsize=7, color="grey")
     else:
         gate_axis.text(
             0.5,

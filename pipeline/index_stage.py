@@ -36,7 +36,7 @@ from gais_pipe.index.embeddings import video_embeddings
 from gais_pipe.index.gpu import gpu_status, placement
 from gais_pipe.index.store import COLUMNS, RerankStore, StoreWriter
 from gais_pipe.retrieval.checkpoints import latest_checkpoint, load_head
-from gais_pipe.retrieval.text_features import export_text_tower
+from gais_pipe.retrieval.onnx_export import ensure_exports
 from gais_pipe.workdir import Workdir, WorkdirError
 from gais_pipe.workdir.shards import read_attrs, read_rows
 
@@ -47,11 +47,16 @@ _LOCATED = (
 
 
 @dataclass
+class Generation:
+    folder: Path
+    record: dict  # its record.json
+
+
+@dataclass
 class Plan:
     shards: list[Path]  # every shard of the workdir, in manifest order
     staging: sqlite3.Connection  # the videos to add: table `located`
-    previous: Path | None  # the generation whose store is extended, or None for a full build
-    previous_record: dict | None
+    previous: Generation | None  # the generation whose store is extended, or None for a full build
     new_count: int
     total: int
     choice: faiss_index.Choice
@@ -104,38 +109,45 @@ def _scan(staging: sqlite3.Connection, shards: list[tuple[int, Path]], progress:
     staging.commit()
 
 
+def _extendable(work: Workdir, identity: dict, shard_names: set[str]) -> Generation | None:
+    """The current generation, where this build can extend its store: the same features and checkpoint, and
+    every shard it indexed still there."""
+    folder = layout.current_generation(work)
+    record = layout.read_record(work) if folder is not None else None
+    if (
+        folder is not None
+        and record is not None
+        and record.get("identity") == identity
+        and set(record.get("shards", [None])) <= shard_names
+        and RerankStore(folder / "store").exists()
+    ):
+        return Generation(folder, record)
+    return None
+
+
 def _plan(work: Workdir, building: Path, identity: dict, dim: int, config: dict, device, progress) -> Plan:
     shards = work.shards()
-    names = {s.name for s in shards}
-    previous = layout.current_generation(work)
-    record = layout.read_record(work) if previous is not None else None
-    extend = (
-        record is not None
-        and record.get("identity") == identity
-        and set(record.get("shards", [None])) <= names
-        and RerankStore(previous / "store").exists()
-    )
+    previous = _extendable(work, identity, {s.name for s in shards})
     staging = sqlite3.connect(building / "staging.sqlite", uri=True)
     staging.execute(_LOCATED)
-    known = set(record["shards"]) if extend else set()
+    known = set(previous.record["shards"]) if previous is not None else set()
     _scan(staging, [(i, s) for i, s in enumerate(shards) if s.name not in known], progress)
-    if extend:  # a video indexed before and extracted again has changed: everything is rebuilt
-        staging.execute(
-            "ATTACH DATABASE ? AS prev", (f"{(previous / 'store' / 'videos.sqlite').resolve().as_uri()}?mode=ro",)
-        )
+    if previous is not None:  # a video indexed before and extracted again has changed: everything is rebuilt
+        store_db = previous.folder / "store" / "videos.sqlite"
+        staging.execute("ATTACH DATABASE ? AS prev", (f"{store_db.resolve().as_uri()}?mode=ro",))
         changed = staging.execute("SELECT COUNT(*) FROM located WHERE id IN (SELECT id FROM prev.videos)").fetchone()[0]
         staging.execute("DETACH DATABASE prev")
         if changed:
-            extend = False
+            previous = None
             staging.execute("DELETE FROM located")
             _scan(staging, list(enumerate(shards)), progress)
     new_count = staging.execute("SELECT COUNT(*) FROM located").fetchone()[0]
-    total = new_count + (record["count"] if extend else 0)
+    total = new_count + (previous.record["count"] if previous is not None else 0)
     if total == 0:
         raise WorkdirError(f"{work.root}: no extracted videos to index")
     choice = faiss_index.choose_kind(total, dim, config["index"], gpu_present=device.type == "cuda")
-    same_index = extend and {k: record.get(k) for k in choice.params()} == choice.params()
-    return Plan(shards, staging, previous if extend else None, record, new_count, total, choice, same_index)
+    same_index = previous is not None and {k: previous.record.get(k) for k in choice.params()} == choice.params()
+    return Plan(shards, staging, previous, new_count, total, choice, same_index)
 
 
 def _read_chunk(work: Workdir, rows: list[tuple]) -> dict[str, np.ndarray]:
@@ -156,7 +168,7 @@ def _read_chunk(work: Workdir, rows: list[tuple]) -> dict[str, np.ndarray]:
 
 def _write_store(work: Workdir, plan: Plan, building: Path, model, device, config: dict, progress) -> None:
     """Append the staged videos' features and embeddings to a store in the new generation."""
-    previous = RerankStore(plan.previous / "store") if plan.previous else None
+    previous = RerankStore(plan.previous.folder / "store") if plan.previous is not None else None
     cfg = config["index"]
     writer = StoreWriter(building / "store", plan.new_count, int(cfg["segment_rows"]), previous)
     task = progress.add_task("features -> store", total=plan.new_count)
@@ -193,7 +205,8 @@ def _build_faiss(plan: Plan, building: Path, dim: int, device, config: dict, pro
     cfg = config["index"]
     store = RerankStore(building / "store")
     if plan.add_to_index:
-        index = faiss_index.load(plan.previous / "videos.faiss")
+        assert plan.previous is not None  # only an extended generation's index is added to
+        index = faiss_index.load(plan.previous.folder / "videos.faiss")
         first, how = plan.total - plan.new_count, "added to the previous index"
     else:
         index = faiss_index.new_index(plan.choice, dim, cfg)
@@ -233,7 +246,8 @@ def run_build_index(
 ) -> dict:
     work = Workdir(workdir)
     model, identity, device, dim = _embedding_model(work, config, checkpoint, zero_shot)
-    export_text_tower(work)  # so that `query` can encode its text without torch (retrieval/numpy_text.py)
+    # the ONNX graphs `query` and `serve` run instead of torch, once per checkpoint (retrieval/onnx_export.py)
+    exported = ensure_exports(work, model, identity["checkpoint_sha256"])
     started = time.perf_counter()
     with layout.build_lock(work):
         layout.clean(work)
@@ -244,7 +258,8 @@ def run_build_index(
             if plan.previous is not None and plan.new_count == 0 and plan.add_to_index:
                 plan.staging.close()
                 layout.clean(work)  # nothing new: the current generation stays
-                return {**plan.previous_record, "added": 0, "incremental": True, "index_build": "unchanged"}
+                unchanged = {"added": 0, "incremental": True, "index_build": "unchanged"}
+                return {**plan.previous.record, **unchanged, "onnx": exported}
             _write_store(work, plan, building, model, device, config, progress)
             how = _build_faiss(plan, building, dim, device, config, progress)
         plan.staging.close()
@@ -265,4 +280,4 @@ def run_build_index(
         }
         layout.publish(work, building, record)
         layout.clean(work)
-    return record
+    return {**record, "onnx": exported}

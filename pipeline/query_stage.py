@@ -1,7 +1,8 @@
 """The query command: read the queries, answer each with one loaded searcher, print the hits.
 
-The searcher is the numpy one (index/numpy_search.py) wherever it can answer, so that a one-query process
-never imports torch (2 s of a small machine's time); else the torch `Searcher`, and `--json` says why.
+The searcher runs the ONNX engine (CLIP's text tower and the heads exported by build-index, through
+onnxruntime) wherever it can answer, so that a one-query process never imports torch (2 s of a small
+machine's time); else torch, and the answer says why: `--json` in "engine_note", the table in its caption.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gais_pipe.index.hits import Hit, hits_as_dicts
+from gais_pipe.index.search import ENGINES, open_searcher
 
-ENGINES = ("auto", "numpy", "torch")
+__all__ = ["ENGINES", "hits_table", "read_queries", "run_query"]
 
 
 def read_queries(text: str | None, queries_file: Path | None) -> list[str]:
@@ -40,7 +42,11 @@ def run_query(
     json_output: bool = False,
     engine: str = "auto",
 ) -> None:
-    searcher, why_torch = open_searcher(workdir, config, checkpoint, engine)
+    searcher, why_torch = open_searcher(workdir, config, checkpoint, engine, len(texts))
+    if searcher.engine == "torch":
+        from gais_pipe.index.torch_scorer import limit_threads
+
+        limit_threads(config)
     k = k or int(config["query"]["k"])
     rerank_k = rerank_k if rerank_k is not None else int(config["query"]["rerank_k"])
     for text in texts:
@@ -49,38 +55,14 @@ def run_query(
             answer = {"query": text, "results": hits_as_dicts(hits), "engine": searcher.engine}
             print(json.dumps(answer | ({"engine_note": why_torch} if why_torch else {})))
         else:
-            Console().print(hits_table(text, hits, searcher.record["identity"]["mode"]))
+            Console().print(hits_table(text, hits, searcher.record["identity"]["mode"], why_torch))
 
 
-def open_searcher(workdir: Path, config: dict, checkpoint: Path | None, engine: str = "auto"):
-    """(searcher, why the torch one was chosen or None): `engine` auto takes numpy where it can answer."""
-    if engine not in ENGINES:
-        raise ValueError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
-    why_torch = "--engine torch"
-    if engine != "torch":
-        from gais_pipe.index.numpy_search import open_numpy_searcher
-
-        searcher, why_torch = open_numpy_searcher(workdir, config, checkpoint)
-        if searcher is not None:
-            return searcher, None
-        if engine == "numpy":
-            raise ValueError(f"--engine numpy: {why_torch}")
-    from gais_pipe.index.search import Searcher
-
-    set_search_threads(config)
-    return Searcher(workdir, config, checkpoint), why_torch
-
-
-def set_search_threads(config: dict) -> None:
-    import torch
-
-    threads = int(config["query"]["torch_threads"])
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
-def hits_table(text: str, hits: list[Hit], mode: str) -> Table:
+def hits_table(text: str, hits: list[Hit], mode: str, why_torch: str | None = None) -> Table:
+    """The hits as a table; when torch answered instead of the ONNX engine, the caption says why."""
     table = Table(title=f'"{text}"  ({"re-ranked by the GAIS heads" if mode == "stage1" else "zero-shot CLIP"})')
+    if why_torch:
+        table.caption = f"answered by torch: {why_torch}"
     for column in ("rank", "score", "video", "best moment", "audio gate"):
         table.add_column(column, justify="left" if column == "video" else "right", overflow="fold")
     for hit in hits:

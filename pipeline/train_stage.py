@@ -9,11 +9,13 @@ with the same global batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -33,6 +35,13 @@ from gais_pipe.retrieval.schedule import Schedule, lr_scheduler, optimizer_for, 
 from gais_pipe.retrieval.standardise import Standardiser, fit_statistics
 from gais_pipe.retrieval.text_features import TextEncoder
 from gais_pipe.workdir import Workdir, WorkdirError
+
+# The best validation so far: its epoch (1-based; -1 before any), val t2v R@1 and `selection_score`.
+Best = TypedDict("Best", {"epoch": int, "val_t2v_R@1": float, "score": list[float]})
+
+
+def _no_best() -> Best:
+    return {"epoch": -1, "val_t2v_R@1": -1.0, "score": [-float("inf"), 0.0]}
 
 
 @dataclass
@@ -90,7 +99,7 @@ def batch_loss(
     if support:
         blocks.append(support_text_scores(out.text, out.pooled.video, out.positive_radius, positives))
     scores, stage1, *rest = _gather_rows(blocks, world)
-    margin = 0.0
+    margin: torch.Tensor | float = 0.0
     if loss_cfg["refinement"]:  # closeness of the standardised inputs: raw frame cosines are all ~1
         with torch.no_grad():
             margin = adaptive_margin(
@@ -106,7 +115,7 @@ def batch_loss(
         parts["radius"] = loss_cfg["radius_prior"] * radius_prior(rest.pop(0), float(config["model"]["radius_init"]))
     if support:
         parts["support"] = loss_cfg["support_weight"] * symmetric_info_nce(out.scale * rest[0])
-    total = sum(parts.values())
+    total = functools.reduce(torch.add, parts.values())  # as sum(), without its leading int 0
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
@@ -165,7 +174,7 @@ class Session:
     schedule: Schedule
     neighbours: AudioNeighbours | None = None  # the audio neighbour swap (train.audio_swap > 0)
     start_epoch: int = 0
-    best: dict = field(default_factory=lambda: {"epoch": -1, "val_t2v_R@1": -1.0, "score": [-float("inf"), 0.0]})
+    best: Best = field(default_factory=_no_best)
     history: list[dict] = field(default_factory=list)
 
     @property

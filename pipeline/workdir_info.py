@@ -7,12 +7,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from gais_pipe.workdir import Workdir
+from gais_pipe.workdir import Workdir, WorkdirError
 
 
 def describe(root: Path, console: Console) -> dict:
     work = Workdir(root)
     record = work.identity()
+    if record is None:
+        raise WorkdirError(f"{root}: not a gais-pipe workdir (no workdir.json)")
     shards = work.shards()
     rows = work.rows()
     failures = work.failures()

@@ -166,9 +166,9 @@ def _layout_report(path: Path) -> str:
         )
     markers = sorted({files[0] for files in LAYOUTS.values()})
     below = sorted({str(hit.parent) for marker in markers for hit in path.glob(f"*/{marker}")})
-    files = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"))
+    singles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"))
     hints = [f"{', '.join(below[:3])} holds some: give that folder"] if below else []
-    hints += [f"a single annotation file is given as the file itself ({', '.join(files[:3])})"] if files else []
+    hints += [f"a single annotation file is given as the file itself ({', '.join(singles[:3])})"] if singles else []
     return "; ".join([f"none of {', '.join(markers)}", *hints])
 
 

@@ -24,6 +24,7 @@ import sys
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 from torch import nn
@@ -102,6 +103,14 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class _Transformer(nn.Module):
+    """The blocks under open_clip's parameter names (transformer.resblocks.N...)."""
+
+    def __init__(self, blocks: list[Block]):
+        super().__init__()
+        self.resblocks = nn.ModuleList(blocks)
+
+
 class TextTower(nn.Module):
     def __init__(self, text_cfg: dict, embed_dim: int, quick_gelu: bool):
         super().__init__()
@@ -111,8 +120,7 @@ class TextTower(nn.Module):
         self.positional_embedding = nn.Parameter(torch.empty(context, width))
         mlp_width = int(width * sizes["mlp_ratio"])
         blocks = [Block(width, sizes["heads"], mlp_width, quick_gelu) for _ in range(sizes["layers"])]
-        self.transformer = nn.Module()
-        self.transformer.resblocks = nn.ModuleList(blocks)
+        self.transformer = _Transformer(blocks)
         self.ln_final = _LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, embed_dim))
         self.context_length = context
@@ -126,7 +134,13 @@ class TextTower(nn.Module):
         positions, not 77)."""
         ends = tokens.argmax(dim=-1)
         length = int(ends.max()) + 1 if len(tokens) else 1
-        tokens = tokens[:, :length]
+        return self.encode_cut(tokens[:, :length])
+
+    def encode_cut(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`forward` of tokens already cut after the longest text's end-of-text token ([N, L], L <= context):
+        what the ONNX export of the tower is a graph of (retrieval/onnx_export.py), the cut left to its caller."""
+        ends = tokens.argmax(dim=-1)
+        length = tokens.shape[1]
         mask = torch.full((length, length), float("-inf"), device=tokens.device).triu_(1)
         x = self.token_embedding(tokens) + self.positional_embedding[:length]
         for block in self.transformer.resblocks:
@@ -148,7 +162,7 @@ def architecture(model_name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def covered(config: dict | None) -> bool:
+def covered(config: dict | None) -> TypeGuard[dict]:
     if not config or config.get("custom_text") or "embed_dim" not in config:
         return False
     text_cfg = config.get("text_cfg", {})
@@ -164,8 +178,12 @@ def simple_tokenizer(context_length: int):
         module = sys.modules.get(name)
         if module is None:
             spec = importlib.util.find_spec("open_clip")  # finds the package without importing it
+            if spec is None or not spec.submodule_search_locations:
+                raise ModuleNotFoundError("open_clip is not installed (its tokenizer is needed)", name="open_clip")
             path = Path(spec.submodule_search_locations[0]) / "tokenizer.py"
             module_spec = importlib.util.spec_from_file_location(name, path)
+            if module_spec is None or module_spec.loader is None:
+                raise ImportError(f"{path}: cannot be loaded as a module", path=str(path))
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
             sys.modules[name] = module

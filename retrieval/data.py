@@ -126,7 +126,7 @@ def join(
             name=name,
             video_ids=split_videos,
             videos=ShardVideos([located[v] for v in split_videos])
-            if lazy
+            if columns is None  # lazy
             else VideoBatch(
                 torch.from_numpy(columns["frame_features"][rows]),
                 torch.from_numpy(columns["audio_features"][rows]),

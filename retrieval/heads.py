@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +85,8 @@ class VideoState:
     out_d: torch.Tensor | None
 
     def select(self, rows) -> VideoState:
-        return VideoState(*(None if value is None else value[rows] for value in vars(self).values()))
+        picked: dict[str, Any] = {name: None if value is None else value[rows] for name, value in vars(self).items()}
+        return VideoState(**picked)
 
 
 @dataclass
@@ -96,6 +98,9 @@ class Pooled:
 
 
 class GAISHead(nn.Module):
+    text_variance: torch.Tensor  # buffers, registered in __init__
+    variance_updates: torch.Tensor
+
     def __init__(self, dim: int, audio_dim: int, frames: int, cfg: dict):
         super().__init__()
         self.dim, self.frames = dim, frames
@@ -130,9 +135,10 @@ class GAISHead(nn.Module):
         # Text adapter t <- t + MLP(t), last layer zero so training starts from CLIP's text embedding.
         self.text_adapter = None
         if cfg.get("text_adapter", True):
-            self.text_adapter = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
-            nn.init.zeros_(self.text_adapter[2].weight)
-            nn.init.zeros_(self.text_adapter[2].bias)
+            first, last = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.text_adapter = nn.Sequential(first, nn.GELU(), last)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         # Motion (this project's): v_f <- v_f + W |change of v around f|, W zero so training starts from the
         # paper. Pooling is a weighted mean of frames, which cannot tell a still object from a moving one: a
         # linear probe reads motion from the mean frame at 0.49 (3 kinds), from the mean and mean |change| at 0.99.

@@ -85,7 +85,8 @@ def lr_scheduler(optimizer, total_steps: int, warmup_steps: int):
 
 def optimizer_for(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with weight decay only on the parameters the model does not exempt (`model.no_decay`)."""
-    decay, exempt = [], []
+    decay: list[torch.nn.Parameter] = []
+    exempt: list[torch.nn.Parameter] = []
     for name, parameter in model.named_parameters():
         (exempt if model.no_decay(name) else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]

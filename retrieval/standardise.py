@@ -41,6 +41,9 @@ class Moments:
 class Standardiser(nn.Module):
     """x -> (x - mean) / std per dimension; the identity until fitted."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, dim: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))

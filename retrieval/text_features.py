@@ -19,7 +19,6 @@ import torch
 from gais_pipe.extract.weights import WeightsUnavailable
 from gais_pipe.workdir import Workdir, WorkdirError
 
-from . import numpy_text
 from .clip_text import load_text_tower, trim_bpe_cache
 
 
@@ -97,26 +96,3 @@ class TextEncoder:
                 handle.attrs["clip_sha256"] = self.sha256
             os.replace(tmp, self.cache_path)
         return cached[[known[t] for t in texts]].astype(np.float32)
-
-
-def export_text_tower(work: Workdir, encoder: TextEncoder | None = None) -> Path | None:
-    """The text tower's weights for `numpy_text.NumpyTextTower`, written once per checkpoint (and again only
-    if the file is not an export of this workdir's checkpoint). None when there is no tower to export: an
-    architecture `clip_text` does not cover, or the checkpoint gone or changed. `encoder`: one already loaded."""
-    clip = work.identity()["clip"]
-    path = numpy_text.export_path(work.models_dir, clip["sha256"])
-    meta = numpy_text.read_meta(path)
-    if meta is not None and meta["clip_sha256"] == clip["sha256"]:
-        return path
-    if encoder is not None:
-        tower = encoder.tower
-    else:
-        file = Path(clip["file"])
-        if not file.is_file() or work.sha256(file) != clip["sha256"]:
-            return None
-        loaded = load_text_tower(clip["model"], clip["pretrained"], file, clip.get("quick_gelu"))
-        tower = loaded[0] if loaded is not None else None
-    if tower is None:
-        return None
-    numpy_text.export(tower, path, clip["sha256"])
-    return path

@@ -1,9 +1,11 @@
 """What the service serves: one loaded `Searcher`, its answers as JSON-ready dicts, and a newer index
 picked up without a restart.
 
-Inference runs one query at a time under a lock. The heads and the text tower are small, torch
-already spreads one query over the cores, and two queries at once on 2 cores only fight over them;
-requests for thumbnails and video bytes run beside it, unlocked.
+Inference runs one query at a time under a lock. The heads and the text tower are small, one query
+already has the search threads (`query.torch_threads`), and two queries at once on 2 cores only fight over
+them; requests for thumbnails and video bytes run beside it, unlocked. The engine is `query`'s: the ONNX
+graphs exported by build-index, through onnxruntime, where they can answer (faster per search than torch
+here, BENCHMARKS.md), else torch; health says which and why.
 
 A new `build-index` writes a new generation folder (its `record.json` written last in it) and then
 switches `index/CURRENT` to it, atomically. Each request compares CURRENT's inode and mtime with the
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gais_pipe.index.search import Searcher
+from gais_pipe.index.search import Searcher, open_searcher
 from gais_pipe.workdir import Workdir
 
 from .thumbnails import Thumbnails
@@ -39,14 +41,16 @@ class Unavailable(RuntimeError):
 @dataclass
 class Loaded:
     searcher: Searcher
+    engine_note: str | None  # why torch answers instead of the ONNX engine, or None
     stamp: Stamp
     loaded_at: float
     frames: int  # T, the frames sampled per video
 
 
 class Engine:
-    def __init__(self, workdir: Path, config: dict, checkpoint: Path | None = None):
+    def __init__(self, workdir: Path, config: dict, checkpoint: Path | None = None, engine: str = "auto"):
         self.work = Workdir(workdir)
+        self.engine = engine
         self.config = config
         self.checkpoint = checkpoint
         self._inference = threading.Lock()
@@ -66,9 +70,13 @@ class Engine:
 
     def _load(self) -> Loaded:
         stamp = self._stamp()
-        searcher = Searcher(self.work.root, self.config, self.checkpoint)
-        frames = int(self.work.identity()["identity"]["features"]["frames"])
-        return Loaded(searcher, stamp, time.time(), frames)
+        searcher, note = open_searcher(self.work.root, self.config, self.checkpoint, self.engine)
+        if searcher.engine == "torch":
+            from gais_pipe.index.torch_scorer import limit_threads
+
+            limit_threads(self.config)  # inference is serial (the lock): its threads are the whole budget
+        frames = int((self.work.identity() or {})["identity"]["features"]["frames"])
+        return Loaded(searcher, note, stamp, time.time(), frames)
 
     def fresh(self) -> Loaded:
         """The loaded index, reloaded first when the index on disk has changed."""
@@ -148,6 +156,8 @@ class Engine:
             "checkpoint": record["identity"]["checkpoint"],
             "kind": record.get("kind"),
             "videos": int(loaded.searcher.index.ntotal),
+            "engine": loaded.searcher.engine,
+            "engine_note": loaded.engine_note,
             "built": record.get("built"),
             "built_at": _when(record),
             "loaded_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(loaded.loaded_at)),

@@ -53,6 +53,17 @@ def test_bad_input_is_one_clear_line(tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
+def test_describing_a_folder_without_a_workdir_record_is_a_workdir_error(tmp_path):
+    """`info` checks for workdir.json first; `describe` itself says the same instead of an AttributeError."""
+    from rich.console import Console
+
+    from gais_pipe.workdir import WorkdirError
+    from gais_pipe.workdir_info import describe
+
+    with pytest.raises(WorkdirError, match="not a gais-pipe workdir"):
+        describe(tmp_path, Console(quiet=True))
+
+
 def test_later_runs_reuse_the_workdirs_config(tmp_path):
     make_video(tmp_path / "v/a.mp4", seconds=0.5)
     first = runner.invoke(

@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 import pytest
 import torch
 
@@ -144,9 +146,10 @@ class _FakeGroup:
 
 def test_nccl_gets_this_process_gpu_and_is_torn_down(monkeypatch):
     group = _FakeGroup(monkeypatch)
-    with distributed.distributed("cuda", TORCHRUN) as device:
+    with distributed.distributed("cuda", TORCHRUN, timeout_minutes=30) as device:
         assert device == torch.device("cuda", 1) and group.bound == [device]
-        assert group.calls == [("nccl", {"rank": 5, "world_size": 8, "device_id": device})]
+        expected = {"timeout": timedelta(minutes=30), "rank": 5, "world_size": 8, "device_id": device}
+        assert group.calls == [("nccl", expected)]
     assert group.calls[-1][0] == "destroy" and not group.up
 
 
@@ -154,7 +157,8 @@ def test_gloo_on_cpu_and_no_group_for_one_process(monkeypatch):
     group = _FakeGroup(monkeypatch, gpus=0)
     with pytest.raises(RuntimeError, match="boom"), distributed.distributed("auto", TORCHRUN):
         raise RuntimeError("boom")  # torn down on errors too
-    assert group.calls == [("gloo", {"rank": 5, "world_size": 8}), ("destroy", {})]
+    # no timeout given: None, torch's default for the backend
+    assert group.calls == [("gloo", {"timeout": None, "rank": 5, "world_size": 8}), ("destroy", {})]
     with distributed.distributed("auto", {}) as device:
         assert device == torch.device("cpu")
     assert len(group.calls) == 2

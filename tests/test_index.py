@@ -294,9 +294,7 @@ def test_rerank_by_the_full_score_can_overturn_the_index_order(trained_index):
     for colour, sound in [("red", "a siren"), ("blue", "rain"), ("green", "a piano")]:
         text = f"{colour} things moving while {sound} plays"
         reranked = [h.video for h in searcher.search(text, k=20, rerank_k=20)]
-        with torch.no_grad():
-            query = searcher.model.encode_text(torch.from_numpy(searcher.encoder.encode([text])))
-        _, rows = searcher.index.search(torch.nn.functional.normalize(query, dim=-1).numpy(), 20)
+        _, rows = searcher.index.search(searcher.scorer.query(searcher.encode(text)), 20)
         index_order = [searcher.videos[row]["id"] for row in rows[0]]
         assert sorted(reranked) == sorted(index_order)  # the same candidates, possibly reordered
         moved += reranked != index_order

@@ -207,16 +207,18 @@ def headed(tmp_path_factory):
     return work
 
 
-def test_kept_video_states_score_as_computing_them_afresh(headed):
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_kept_video_states_score_as_computing_them_afresh(headed, engine):
+    """One cache of prepared states for both engines (torch tensors or numpy arrays alike)."""
     from gais_pipe.index.prepared import PreparedStates
 
-    afresh = Searcher(headed, load_config("tiny", ["query.state_cache_mb=0"]))
-    kept = Searcher(headed, load_config("tiny"))
-    small = Searcher(headed, load_config("tiny"))
-    row_bytes = sum(
-        v[0].numel() * v.element_size() for v in vars(small.model.prepare(_batch(small, [0]))).values() if v is not None
-    )
-    small.prepared = PreparedStates(small.model, 12 * row_bytes, int(small.index.ntotal))  # room for 12 videos
+    afresh = Searcher(headed, load_config("tiny", ["query.state_cache_mb=0"]), engine=engine)
+    kept = Searcher(headed, load_config("tiny"), engine=engine)
+    small = Searcher(headed, load_config("tiny"), engine=engine)
+    assert small.engine == engine
+    one = small.scorer.prepare(small.store.rows(np.array([0])))
+    row_bytes = sum(int(v[0].nbytes) for v in one if v is not None)
+    small.prepared = PreparedStates(12 * row_bytes, int(small.index.ntotal))  # room for 12 videos
     texts = ["a video of red shapes with a siren", "blue things moving while rain plays", "green and a piano"]
     for text in texts * 2:
         for rerank_k in (5, 10, 40):
@@ -229,12 +231,6 @@ def test_kept_video_states_score_as_computing_them_afresh(headed):
                     np.testing.assert_allclose(frames.attention, same_frames.attention, atol=1e-5)
     assert afresh.prepared.capacity == 0 and kept.prepared.capacity == 60 and 40 <= len(kept.prepared.slots) <= 60
     assert small.prepared.capacity == 12 and len(small.prepared.slots) <= 12  # 40 candidates: none kept for them
-
-
-def _batch(searcher, rows):
-    from gais_pipe.index.rerank import video_batch
-
-    return video_batch(searcher.store.rows(np.array(rows)), searcher.device)
 
 
 def test_the_query_command_exits_with_its_code_and_all_of_its_output(indexed):

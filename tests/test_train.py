@@ -154,6 +154,8 @@ def test_same_seed_same_numbers_and_resume_after_an_interruption(synthetic, trai
     resumed = train(work, captions, run="resumed")
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in trained.history]
     assert resumed.best_val_r1 == trained.best_val_r1
+    # the best epoch comes back from the saved state as the int it was (a float would print "epoch 3.0")
+    assert resumed.best_epoch == trained.best_epoch and type(resumed.best_epoch) is int
     with pytest.raises(WorkdirError, match="another config"):
         train(work, captions, "model.gate='fixed'", run="resumed")
 
@@ -250,7 +252,7 @@ def test_cli_train_then_eval(synthetic):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "best: epoch 1" in result.output
+    assert "best: epoch 1," in result.output  # an int, not "epoch 1.0"
     result = runner.invoke(
         app,
         ["eval", "-w", str(work), "--checkpoint", str(work / "runs/cli/best.safetensors"), "--rerank-k", "5"],
