@@ -42,24 +42,32 @@ def latency_plot() -> Path:
 
 
 def extraction_plot() -> Path:
+    """The ceilings of extract_bench.py, per clip set: each layer's videos/s per core (ffmpeg, decode-only) or
+    per process (null pipeline, real pipeline's steady rate), one worker and two."""
     runs = {
-        "tiny": json.loads((RESULTS / "extract_tiny.json").read_text()),
-        "ViT-B-32": json.loads((RESULTS / "extract_vitb32.json").read_text()),
+        "1 worker x 2 threads": json.loads((RESULTS / "extract_ceilings.json").read_text()),
+        "2 workers x 1 thread": json.loads((RESULTS / "extract_ceilings_w2.json").read_text()),
     }
-    figure, axis = plt.subplots(figsize=(6, 3.6))
-    labels = ["decode only", "encode only", "pipeline"]
-    width = 0.35
-    for i, (name, run) in enumerate(runs.items()):
-        values = [run["decode_videos_per_s"], run["encode_videos_per_s"], run["pipeline_videos_per_s"]]
-        bars = axis.bar([x + i * width for x in range(3)], values, width, label=name)
-        axis.bar_label(bars, fmt="%.1f", fontsize=7)
-    axis.set_xticks([x + width / 2 for x in range(3)], labels)
-    axis.set(
-        yscale="log",
-        ylabel="videos/s (log)",
-        title="Extraction throughput, 2 CPU cores (320x240 h264, 8 s / 6 s)",
-    )
-    axis.legend(fontsize=8)
+    layers = [
+        ("ffmpeg -threads 1\n(per core)", lambda s: s["ffmpeg"]["videos_per_s_per_core"]),
+        ("decode-only\n(per core)", lambda s: s["decode_only"]["videos_per_s_per_core"]),
+        ("decode-only", lambda s: s["decode_only"]["steady_videos_per_s"]),
+        ("null pipeline", lambda s: s["null_pipeline"]["steady_videos_per_s"]),
+        ("pipeline (tiny)", lambda s: s["pipeline"]["steady_videos_per_s"]),
+    ]
+    sets = list(next(iter(runs.values()))["sets"])
+    figure, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.8), sharey=True)
+    width = 0.38
+    for axis, name in zip(axes, sets):
+        for i, (label, run) in enumerate(runs.items()):
+            values = [read(run["sets"][name]) for _, read in layers]
+            bars = axis.bar([x + i * width for x in range(len(layers))], values, width, label=label)
+            axis.bar_label(bars, fmt="%.1f", fontsize=6)
+        axis.set_xticks([x + width / 2 for x in range(len(layers))], [n for n, _ in layers], fontsize=6)
+        axis.set(yscale="log", title=f"{name} clips")
+    axes[0].set_ylabel("videos/s (steady, log)")
+    axes[0].legend(fontsize=7)
+    figure.suptitle("Extraction ceilings, 2 CPU cores: FFmpeg's limit, decoding, the pipeline without and with models")
     return _save(figure, "extraction.png")
 
 
