@@ -51,7 +51,9 @@ def by_family(correct: np.ndarray, families: np.ndarray) -> str:
 
 def main() -> int:
     args = analysis_arguments(__doc__)
-    model, path, split, _, facts = load_for_analysis(args.workdir, args.videos_json, args.checkpoint, args.split)
+    model, path, split, _, facts = load_for_analysis(
+        args.workdir, args.videos_json, args.checkpoint, args.split, args.captions
+    )
     clips = [facts[video] for video in split.video_ids]
     clip_family = np.array([sound_labels(fact)[0] for fact in clips])
     caption_family = clip_family[split.caption_video]

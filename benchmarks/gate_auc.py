@@ -186,27 +186,53 @@ def gate_report(model, split, facts: dict, per_kind: bool | None = None) -> dict
     return report
 
 
-def load_for_analysis(workdir: Path, videos_json: Path, checkpoint: Path | None, split_name: str):
-    """The heads of a run, its split as in training (features, captions), the text encoder and make-synthetic's
-    facts of that split's videos, keyed by the split's video ids."""
+def collection_captions(videos_json: Path, captions: Path | None) -> Path:
+    """The captions to read the run with: the ones given, else make-synthetic's captions.jsonl beside videos.json.
+    Never the run's own training captions by default: scoring a run on another collection (held out) with them
+    would match its captions to that collection's videos by file stem, silently pairing unrelated clips."""
+    chosen = captions or videos_json.parent / "captions.jsonl"
+    if not chosen.is_file():
+        raise SystemExit(f"{chosen}: no captions file (give --captions, the collection's captions.jsonl)")
+    return chosen
+
+
+def load_for_analysis(
+    workdir: Path, videos_json: Path, checkpoint: Path | None, split_name: str, captions: Path | None = None
+):
+    """The heads of a run (trained on this collection or another), the split of the collection's captions on
+    `workdir`'s features, the text encoder and make-synthetic's facts of that split's videos, keyed by the
+    split's video ids. Each split video must be a video of videos.json by its exact file name."""
     work = Workdir(workdir)
     model, meta, path = load_head(work, checkpoint, torch.device("cpu"))
     model.eval()
     encoder = TextEncoder(work, torch.device("cpu"))
-    splits, _ = caption_splits(
-        work, Path(meta["captions"]), meta.get("dataset"), meta["config"]["train"], encoder, False
-    )
-    facts = {Path(f["video"]).name: f for f in json.loads(videos_json.read_text())}
-    facts = {video: facts[Path(video).name] for video in splits[split_name].video_ids}
+    captions_file = collection_captions(videos_json, captions)
+    splits, _ = caption_splits(work, captions_file, None, meta["config"]["train"], encoder, False)
+    facts = split_facts(videos_json, splits[split_name].video_ids, f"{captions_file} on {workdir}")
     return model, path, splits[split_name], encoder, facts
 
 
+def split_facts(videos_json: Path, video_ids: list[str], source: str) -> dict[str, dict]:
+    """make-synthetic's facts of each split video, by its exact file name; a video that videos.json does not
+    hold means captions, workdir and videos.json are of different collections: an error, not a guess."""
+    facts = {Path(f["video"]).name: f for f in json.loads(videos_json.read_text())}
+    strangers = [video for video in video_ids if Path(video).name not in facts]
+    if strangers:
+        raise SystemExit(
+            f"{videos_json}: {len(strangers)} of the split's {len(video_ids)} videos are not in it (e.g. "
+            f"{strangers[0]}, from {source}): the captions, the workdir and videos.json must be of one collection"
+        )
+    return {video: facts[Path(video).name] for video in video_ids}
+
+
 def analysis_parser(description: str) -> argparse.ArgumentParser:
-    """The command line of a script that looks into one trained run on a make-synthetic collection."""
+    """The command line of a script that looks into one trained run on a make-synthetic collection (its own, or
+    another one held out: --workdir and --videos-json of that collection, --checkpoint of the run)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path, required=True, help="the workdir of the collection's features")
     parser.add_argument("--videos-json", type=Path, required=True, help="make-synthetic's videos.json")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the newest run's best")
+    parser.add_argument("--captions", type=Path, default=None, help="default: captions.jsonl beside videos.json")
     parser.add_argument("--split", default="test")
     return parser
 
@@ -239,7 +265,9 @@ def main() -> int:
         "of named kinds, as make-synthetic --unnamed same-kinds makes)",
     )
     args = parser.parse_args()
-    model, path, split, encoder, facts = load_for_analysis(args.workdir, args.videos_json, args.checkpoint, args.split)
+    model, path, split, encoder, facts = load_for_analysis(
+        args.workdir, args.videos_json, args.checkpoint, args.split, args.captions
+    )
     report = gate_report(model, split, facts, args.per_kind)
     if report["noise_n"] or "kinds" not in report:
         print(

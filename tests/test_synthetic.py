@@ -431,3 +431,23 @@ def test_gate_auc_probe_pairs_keep_unnamed_clips_apart(tmp_path, monkeypatch):
             assert report["unnamed"]["pairs"] == len(videos) - len(named) > 0
             assert report["unnamed"]["mean_difference"] == pytest.approx(0.5)
             assert set(report["kinds"]) == {*TONES, "word"}
+
+
+def test_gate_auc_reads_the_collections_own_captions_and_refuses_another_collections_videos(tmp_path):
+    """Scoring a run on a held-out collection must use that collection's captions; videos of another collection
+    (matched to its captions by file stem, v00000.mp4 -> v00000.mkv) must stop the script, not be scored."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from gate_auc import collection_captions, split_facts
+
+    videos_json = tmp_path / "videos.json"
+    videos_json.write_text(json.dumps([{"video": "v00000.mkv", "sound": "beep"}, {"video": "v00001.mp4"}]))
+    with pytest.raises(SystemExit, match="no captions file"):
+        collection_captions(videos_json, None)
+    (tmp_path / "captions.jsonl").write_text("")
+    assert collection_captions(videos_json, None) == tmp_path / "captions.jsonl"
+    assert collection_captions(videos_json, videos_json) == videos_json  # --captions wins
+    assert split_facts(videos_json, ["a/v00000.mkv"], "run")["a/v00000.mkv"]["sound"] == "beep"
+    with pytest.raises(SystemExit, match="1 of the split's 2 videos are not in it"):
+        split_facts(videos_json, ["v00000.mkv", "v00000.mp4"], "other captions")
