@@ -60,7 +60,6 @@ class SoundtrackDecoder:
         self.stream, self.info, self.rate = stream, info, rate
         self.resampler: av.AudioResampler | None = None
         self.kind: tuple[str, str, int] | None = None  # (format, layout, rate) of the queued frames
-        self.queued_rate = 0  # their sample rate
         self.queued = av.AudioFifo()  # decoded sound not yet resampled (copied in C, not one array per frame)
         self.queued_pts: int | None = None
         self.time_base: tuple[int, int] | None = None
@@ -103,9 +102,9 @@ class SoundtrackDecoder:
 
     def _position_ahead(self) -> float:
         """Where the waveform will end once the queued sound is resampled (ahead by the resampler's delay)."""
-        if not self.queued.samples:
+        if not self.queued.samples or self.kind is None:
             return self.position
-        return self.position + self.queued.samples * self.rate / self.queued_rate
+        return self.position + self.queued.samples * self.rate / self.kind[2]
 
     def _queue(self, frame) -> None:
         kind = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -114,12 +113,12 @@ class SoundtrackDecoder:
             if self.resampler is not None:
                 self._flush()
             self.resampler, self.kind = av.AudioResampler(format="flt", layout="mono", rate=self.rate), kind
-            self.queued, self.queued_rate = av.AudioFifo(), frame.sample_rate
+            self.queued = av.AudioFifo()
         if not self.queued.samples:
             self.queued_pts = frame.pts
         frame.pts = None  # the fifo would check the timestamps run on; the gap test above has seen them
         self.queued.write(frame)
-        if self.queued.samples >= RESAMPLE_SECONDS * self.queued_rate:
+        if self.queued.samples >= RESAMPLE_SECONDS * kind[2]:
             self._resample_queued()
 
     def _resample_queued(self) -> None:
