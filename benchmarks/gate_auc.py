@@ -33,6 +33,7 @@ import torch
 from gais_pipe.retrieval.checkpoints import load_head
 from gais_pipe.retrieval.data import caption_splits
 from gais_pipe.retrieval.text_features import TextEncoder
+from gais_pipe.synthetic import TONES
 from gais_pipe.workdir import Workdir
 
 
@@ -71,16 +72,35 @@ def auc(positives: list[float], negatives: list[float]) -> float:
     return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
 
 
+def sound_words(fact: dict) -> str | None:
+    """The words a caption names the clip's sound with (make-synthetic's TONES or "a voice saying w"), or None
+    where no caption names it."""
+    family, named = sound_labels(fact)
+    if not named:
+        return None
+    sound = fact["sound"]
+    return f"a voice saying {sound[5:]}" if family == "word" else TONES.get(sound)
+
+
+def caption_names_sound(fact: dict, caption: str) -> bool:
+    """Whether this caption names its clip's sound. With paraphrased captions every caption of a clip whose
+    sound is named names it; with `--caption-style aspects` some leave it out, and those are the clip's
+    captions whose gate should stay shut."""
+    words = sound_words(fact)
+    return words is not None and words in caption
+
+
 @torch.no_grad()
 def caption_gates(model, split, facts: dict) -> list[tuple[str, bool, str, float]]:
     """(family, named, kind, mean gate) of each caption on its own clip's heard frames, for every caption whose
-    clip has sound."""
+    clip has sound; `named`: whether this caption names that sound (`caption_names_sound`)."""
     model.eval()
     rows = []
     for j in range(len(split)):
         video = int(split.caption_video[j])
         fact = facts[split.video_ids[video]]
-        family, named = sound_labels(fact)
+        family = sound_labels(fact)[0]
+        named = caption_names_sound(fact, split.texts[j])
         batch = split.videos.take([video])
         mask = batch.mask[0].bool()
         if not mask.any() or family == "none":

@@ -347,11 +347,16 @@ def make_synthetic_command(
         help="The sounds no caption names: noise (random noise), or same-kinds (tones and words of the named "
         "kinds at other pitches, rhythms, sweeps and words, in place of the noise).",
     ),
+    caption_style: str = typer.Option(
+        "paraphrase",
+        help="paraphrase (three captions a video, each telling all it shows and its named sound) or aspects "
+        "(five, each telling a part: a heard clip's sound named in three of them, not in two).",
+    ),
 ) -> None:
     """Make a captioned audio-visual test collection: shapes, colours, motions, tones, words and noise."""
     from rich.progress import Progress
 
-    from gais_pipe.synthetic import check_unnamed, make_synthetic
+    from gais_pipe.synthetic import check_caption_style, check_unnamed, make_synthetic
 
     if videos < 1:
         fail(f"--videos {videos}: give at least 1")
@@ -359,10 +364,19 @@ def make_synthetic_command(
         check_unnamed(unnamed)
     except ValueError as error:
         fail(f"--unnamed: {error}")
+    try:
+        check_caption_style(caption_style)
+    except ValueError as error:
+        fail(f"--caption-style: {error}")
     with Progress(console=console) as progress:
         task = progress.add_task("make-synthetic", total=videos)
         made = make_synthetic(
-            out, videos, seed, lambda done, total: progress.update(task, completed=done), unnamed=unnamed
+            out,
+            videos,
+            seed,
+            lambda done, total: progress.update(task, completed=done),
+            unnamed=unnamed,
+            caption_style=caption_style,
         )
     console.print(
         f"{made['videos']} videos in {made['folder']}, {made['captions']} captions in {made['captions_file']}",

@@ -16,7 +16,11 @@ frequency, a faster, wider whistle sweeping up or down, or a voice saying anothe
 (`OTHER_WORDS`), at the named sounds' loudness and length. No caption names them, so only the caption
 tells whether a clip's sound is the one asked for. The named sounds, the twins and the silent clips are
 the same as in the default mix; no clip has noise (noise is never named, so it has no named kind).
-Every video gets three paraphrased captions. Captions are unique wherever videos differ: the plan
+Every video gets three paraphrased captions, or with `caption_style="aspects"` (`--caption-style aspects`)
+five that each tell a different part of it (`ASPECTS_HEARD`, `ASPECTS_SEEN`): a heard clip's sound named in
+three of them, not in the other two, and each leaving some factor out, so that captions of one video really
+vary (the case of SVSP) and one clip's sound is relevant to some of its captions only (the case of a
+text-guided gate). With paraphrases, captions are unique wherever videos differ: the plan
 gives each caption-visible combination (a look and its named sound, or a look alone where the sound is
 not named) to one video only. There are 135 looks (3 shapes, 5 colours, 3 motions, 3 backgrounds)
 and 135 * 7 such combinations, enough for about 400 videos in the default mix; a larger collection
@@ -104,6 +108,24 @@ TEMPLATES_SEEN = (
     "a {shape} in {colour}, {motion}, on {background}",
     "footage of a {colour} {shape} {motion} against a {background} background",
 )
+# `--caption-style aspects`: five captions a video, each telling another part of it, as MSR-VTT's annotators
+# and DiDeMo's moments do. A heard clip's sound is named in three and left out of two, so one clip is
+# relevant to some of its captions for its sound and not to others; every caption drops some factor.
+ASPECTS_HEARD = (
+    SEEN + ", while {sound} plays",
+    SEEN,
+    "{sound}, and a {shape} {motion}",
+    "a {colour} {shape} on {background}, with {sound}",
+    "a {colour} {shape} {motion}",
+)
+ASPECTS_SEEN = (
+    SEEN,
+    "a {shape} in {colour}, {motion}, on {background}",
+    "a {colour} {shape} {motion}",
+    "a {colour} {shape} on {background}",
+    "a {shape} {motion} on a {background} background",
+)
+CAPTION_STYLES = ("paraphrase", "aspects")  # make-synthetic --caption-style
 SIZE, FPS, SECONDS, RATE = 96, 12, 2.0, 16000
 
 
@@ -463,10 +485,22 @@ def _words(spec: Spec) -> dict:
     }
 
 
-def captions_for(spec: Spec) -> list[str]:
+def captions_for(spec: Spec, style: str = "paraphrase") -> list[str]:
+    """The video's captions: three paraphrases of all it shows (and its named sound), or with `style`
+    "aspects" five that each tell a part of it (ASPECTS_HEARD, ASPECTS_SEEN)."""
     words = _words(spec)
-    templates = TEMPLATES_HEARD if words["sound"] else TEMPLATES_SEEN
+    templates: tuple[str, ...]
+    if style == "aspects":
+        templates = ASPECTS_HEARD if words["sound"] else ASPECTS_SEEN
+    else:
+        templates = TEMPLATES_HEARD if words["sound"] else TEMPLATES_SEEN
     return [template.format(**words) for template in templates]
+
+
+def check_caption_style(style: str) -> str:
+    if style not in CAPTION_STYLES:
+        raise ValueError(f"unknown caption style {style!r} (choose from: {', '.join(CAPTION_STYLES)})")
+    return style
 
 
 def probe_sound(spec: Spec) -> str | None:
@@ -548,9 +582,13 @@ def _make_video(videos: Path, spec: Spec, rng: np.random.Generator) -> None:
         tmp.replace(path)
 
 
-def make_synthetic(out: Path, count: int = 240, seed: int = 0, progress=None, unnamed: str = "noise") -> dict:
+def make_synthetic(
+    out: Path, count: int = 240, seed: int = 0, progress=None, unnamed: str = "noise", caption_style: str = "paraphrase"
+) -> dict:
     """Write `count` videos, captions.jsonl, videos.json and gate_probe.jsonl into `out`. `unnamed`: what the
-    sounds no caption names are, "noise" (the default) or "same-kinds" (module docstring)."""
+    sounds no caption names are, "noise" (the default) or "same-kinds"; `caption_style`: "paraphrase" (the
+    default) or "aspects" (module docstring). The videos do not depend on the caption style."""
+    check_caption_style(caption_style)
     specs = plan(count, seed, unnamed)  # checks `unnamed` before anything is written
     kinds = unnamed == "same-kinds"
     out = Path(out)
@@ -559,7 +597,9 @@ def make_synthetic(out: Path, count: int = 240, seed: int = 0, progress=None, un
     lines, facts, probes = [], [], []
     for i, (spec, split) in enumerate(zip(specs, splits_for(len(specs), seed))):
         _make_video(videos, spec, np.random.default_rng([seed, i]))
-        lines += [json.dumps({"video": spec.name, "caption": c, "split": split}) for c in captions_for(spec)]
+        lines += [
+            json.dumps({"video": spec.name, "caption": c, "split": split}) for c in captions_for(spec, caption_style)
+        ]
         facts.append(facts_for(spec, split, kinds))
         probes += [json.dumps(line) for line in gate_probe_lines(spec, split, kinds)]
         if progress:

@@ -30,7 +30,14 @@ from gais_pipe.retrieval.checkpoints import load_training_state, save_checkpoint
 from gais_pipe.retrieval.data import Split, caption_splits, epoch_batches, variance_texts
 from gais_pipe.retrieval.evaluate import evaluate
 from gais_pipe.retrieval.heads import GAISHead, VideoBatch
-from gais_pipe.retrieval.losses import adaptive_margin, radius_prior, support_text_scores, symmetric_info_nce
+from gais_pipe.retrieval.losses import (
+    adaptive_margin,
+    gate_match_loss,
+    radius_prior,
+    same_sound,
+    support_text_scores,
+    symmetric_info_nce,
+)
 from gais_pipe.retrieval.schedule import Schedule, lr_scheduler, optimizer_for, plan_schedule
 from gais_pipe.retrieval.standardise import Standardiser, fit_statistics
 from gais_pipe.retrieval.text_features import TextEncoder
@@ -98,6 +105,12 @@ def batch_loss(
         blocks.append(out.radius)
     if support:
         blocks.append(support_text_scores(out.text, out.pooled.video, out.positive_radius, positives))
+    matching = bool(loss_cfg["gate_match_weight"]) and model.match_text is not None and model.use_audio
+    if matching:  # each text's matching loss, a column gathered with the rest: the mean is the global batch's
+        heard = videos.mask.to(texts.device)
+        with torch.no_grad():
+            alike = same_sound(model.audio_stats(videos.audio), heard, float(loss_cfg["gate_match_same_sound"]))
+        blocks.append(gate_match_loss(out.pooled.gate_logits, heard, positives, alike[lo:hi]).unsqueeze(1))
     scores, stage1, *rest = _gather_rows(blocks, world)
     margin: torch.Tensor | float = 0.0
     if loss_cfg["refinement"]:  # closeness of the standardised inputs: raw frame cosines are all ~1
@@ -114,7 +127,9 @@ def batch_loss(
     if prior:
         parts["radius"] = loss_cfg["radius_prior"] * radius_prior(rest.pop(0), float(config["model"]["radius_init"]))
     if support:
-        parts["support"] = loss_cfg["support_weight"] * symmetric_info_nce(out.scale * rest[0])
+        parts["support"] = loss_cfg["support_weight"] * symmetric_info_nce(out.scale * rest.pop(0))
+    if matching:
+        parts["gate"] = loss_cfg["gate_match_weight"] * rest.pop(0).mean()
     total = functools.reduce(torch.add, parts.values())  # as sum(), without its leading int 0
     return total, {k: float(v.detach()) for k, v in parts.items()}
 

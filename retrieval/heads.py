@@ -22,7 +22,7 @@ from torch import nn
 
 from .standardise import Standardiser, fit_statistics
 
-GATES = ("text", "text-free", "fixed", "relevance")
+GATES = ("text", "text-free", "fixed", "relevance", "match")
 BILINEAR = ("none", "diagonal", "lowrank")
 PERTURBATIONS = ("none", "isotropic", "svsp")
 POOLINGS = ("xpool", "mean")
@@ -95,6 +95,7 @@ class Pooled:
     gates: torch.Tensor  # [N, M, T] audio gate per frame
     attention: torch.Tensor  # [N, M, T] attention over frames
     frame_text_cos: torch.Tensor  # [N, M, T] cos(t, u_f), the input of the perturbation radius
+    gate_logits: torch.Tensor | None = None  # [N, M, T] the gates before sigmoid and mask (the match loss's input)
 
 
 class GAISHead(nn.Module):
@@ -115,6 +116,8 @@ class GAISHead(nn.Module):
         self.bilinear = cfg.get("gate_bilinear", "none") if self.gate_kind == "text" else "none"
         if self.gate_kind == "relevance":  # text-free logit + alpha * cos(t, a'), alpha >= 0 (see gates())
             self.bilinear = "cosine"
+        if self.gate_kind == "match":  # s * cos(P_t t, P_a a) + b: does the caption describe this frame's sound?
+            self.bilinear = "match"
         if (
             self.gate_kind not in GATES
             or self.perturbation not in PERTURBATIONS
@@ -160,6 +163,7 @@ class GAISHead(nn.Module):
         nn.init.constant_(self.gate.bias, math.log(opening / (1 - opening)))
         nn.init.constant_(self.gate0.bias, math.log(opening / (1 - opening)))
         self._init_bilinear(int(cfg.get("gate_rank", 8)))
+        self._init_match(audio_dim, int(cfg.get("gate_match_dim", 64)), opening)
         # X-Pool cross-attention (section 3), one head, linear layers initialised to identity.
         self.norm_text = nn.LayerNorm(dim)
         self.norm_frames = nn.LayerNorm(dim)
@@ -193,12 +197,25 @@ class GAISHead(nn.Module):
         elif self.bilinear == "diagonal":
             self.gate_diagonal = nn.Parameter(torch.zeros(self.dim))
 
+    def _init_match(self, audio_dim: int, width: int, opening: float) -> None:
+        """The match gate (gate = "match"): g = sigmoid(s cos(P_t t, P_a a_f) + b) on the standardised audio of
+        frame f, its own small text-audio space, apart from the fusion's a' (which must stay like a frame). With
+        loss.gate_match_weight it is trained as a text-audio matcher (losses.gate_match_loss), so a gate reads as
+        the chance that the caption describes the sound of that frame: relevance, not the sound's acoustic class."""
+        self.match_text = self.match_audio = self.match_scale = self.match_bias = None
+        if self.bilinear != "match":
+            return
+        self.match_text = nn.Linear(self.dim, width)
+        self.match_audio = nn.Linear(audio_dim, width)
+        self.match_scale = nn.Parameter(torch.tensor(math.log(10.0)))  # SigLIP's start
+        self.match_bias = nn.Parameter(torch.tensor(math.log(opening / (1 - opening))))
+
     def no_decay(self, name: str) -> bool:
         """Parameters kept out of weight decay: decaying the logit scale, biases, norm gains, the gate
         and radius (zero-initialised, scalar outputs) or the identity-initialised attention maps pulls
         them towards 0 instead of towards their neutral start. Only the text adapter's and the audio
         projection's matrices are decayed."""
-        decayed = ("text_adapter.", "audio_proj.", "motion.")
+        decayed = ("text_adapter.", "audio_proj.", "motion.", "match_text.", "match_audio.")
         return not name.startswith(decayed) or name.endswith(".bias")
 
     def fit_inputs(self, split) -> None:
@@ -256,6 +273,8 @@ class GAISHead(nn.Module):
             gate_logits = self._frame_gate(frames, w) + audio @ w[self.dim : 2 * self.dim]
         elif self.gate_kind in ("text-free", "relevance"):  # relevance: the stage-1 gate's logit is its base
             gate_logits = self._stage1_gate_logits(frames, audio)
+        elif self.match_bias is not None:  # match: a constant base; the text-audio cosine does the rest
+            gate_logits = frames.new_zeros(frames.shape[:2]) + self.match_bias
         else:
             gate_logits = torch.zeros(frames.shape[:2], device=frames.device)
         gate_audio = None
@@ -265,6 +284,9 @@ class GAISHead(nn.Module):
             gate_audio = audio * self.gate_diagonal
         elif self.gate_cosine is not None:
             gate_audio = F.normalize(audio, dim=-1) * self.gate_cosine.exp()
+        elif self.match_audio is not None and self.match_scale is not None:
+            heard = self.audio_stats(videos.audio) * videos.mask.float().unsqueeze(-1)
+            gate_audio = F.normalize(self.match_audio(heard), dim=-1) * self.match_scale.exp().clamp(max=100.0)
         v_c = frames - frames.mean(-1, keepdim=True)
         d_c = diff - diff.mean(-1, keepdim=True)
         key_v = key_d = out_v = out_d = None
@@ -293,6 +315,10 @@ class GAISHead(nn.Module):
 
     def gates(self, text: torch.Tensor, state: VideoState) -> torch.Tensor:
         """[N, M, T] gates: the video part of the logit plus, for the text-guided gate, a text part."""
+        return torch.sigmoid(self.gate_logits(text, state)) * state.mask.unsqueeze(0)
+
+    def gate_logits(self, text: torch.Tensor, state: VideoState) -> torch.Tensor:
+        """[N, M, T] the gates' logits (before the sigmoid and the mask of frames with sound)."""
         logits = state.gate_logits.unsqueeze(0).expand(text.shape[0], -1, -1)
         if self.gate_kind == "text":
             logits = logits + (text @ self.gate.weight[0, 2 * self.dim :] + self.gate.bias)[:, None, None]
@@ -300,8 +326,10 @@ class GAISHead(nn.Module):
             text_side = self.gate_text_factor(text) if self.gate_text_factor is not None else text
             if self.gate_cosine is not None:
                 text_side = F.normalize(text, dim=-1)
+            if self.match_text is not None:
+                text_side = F.normalize(self.match_text(text), dim=-1)
             logits = logits + torch.einsum("nr,mtr->nmt", text_side, state.gate_audio)
-        return torch.sigmoid(logits) * state.mask.unsqueeze(0)
+        return logits
 
     def stage1(self, videos: VideoBatch | VideoState) -> torch.Tensor:
         """Query-independent embedding e_v = normalize(mean_f u0_f) with the text-free gate: [M, D]."""
@@ -314,7 +342,8 @@ class GAISHead(nn.Module):
     def pool(self, text: torch.Tensor, videos: VideoBatch | VideoState) -> Pooled:
         """v_hat_m(t_n) for every text and video, without an [N, M, T, D] tensor."""
         state = self.prepare(videos)
-        gates = self.gates(text, state)  # [N, M, T]
+        gate_logits = self.gate_logits(text, state)
+        gates = torch.sigmoid(gate_logits) * state.mask.unsqueeze(0)  # [N, M, T], as gates()
         fused_norm = torch.sqrt((state.ff + 2 * gates * state.fd + gates**2 * state.dd).clamp_min(1e-12))
         t_unit = F.normalize(text, dim=-1)
         frame_text_cos = (
@@ -324,7 +353,7 @@ class GAISHead(nn.Module):
             video = (
                 state.frames.mean(dim=1).unsqueeze(0) + torch.einsum("nmt,mtd->nmd", gates, state.diff) / self.frames
             )
-            return Pooled(video, gates, torch.full_like(gates, 1.0 / self.frames), frame_text_cos)
+            return Pooled(video, gates, torch.full_like(gates, 1.0 / self.frames), frame_text_cos, gate_logits)
 
         sigma = torch.sqrt(
             (state.cvv + 2 * gates * state.cvd + gates**2 * state.cdd) / self.dim + self.norm_frames.eps
@@ -347,7 +376,7 @@ class GAISHead(nn.Module):
         )
         z = self.norm_out(z)
         video = self.norm_final(z + self.dropout(self.residual(z)))
-        return Pooled(video, gates, attention, frame_text_cos)
+        return Pooled(video, gates, attention, frame_text_cos, gate_logits)
 
     def reference_pool(self, text: torch.Tensor, videos: VideoBatch) -> torch.Tensor:
         """The same v_hat written naively with an [N, M, T, D] tensor (for tests only)."""

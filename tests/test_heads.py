@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gais_pipe.retrieval.heads import GAISHead, VideoBatch
-from gais_pipe.retrieval.losses import adaptive_margin, symmetric_info_nce
+from gais_pipe.retrieval.losses import adaptive_margin, gate_match_loss, same_sound, symmetric_info_nce
 
 D, DA, T = 16, 8, 5
 
@@ -30,7 +30,9 @@ def head(**cfg) -> GAISHead:
     return model.eval()
 
 
-@pytest.mark.parametrize("gate,pooling", list(itertools.product(["text", "text-free", "fixed"], ["xpool", "mean"])))
+@pytest.mark.parametrize(
+    "gate,pooling", list(itertools.product(["text", "text-free", "fixed", "match"], ["xpool", "mean"]))
+)
 def test_fast_pooling_equals_the_naive_form(gate, pooling):
     model, batch, text = head(gate=gate, pooling=pooling), videos(), torch.randn(3, D)
     fast = model.pool(text, batch).video
@@ -256,3 +258,81 @@ def test_gates_that_read_sound_only_ignore_the_frames(gate):
     torch.testing.assert_close(sound_only.pool(text, batch).gates, sound_only.pool(text, other).gates)
     both = head(gate=gate)
     assert not torch.allclose(both.pool(text, batch).gates, both.pool(text, other).gates)
+
+
+def test_the_match_gate_is_a_scaled_cosine_of_text_and_audio_in_its_own_space_plus_a_bias():
+    """gate = "match": logit = s cos(P_t t, P_a a_f) + b on the standardised audio of each frame; nothing of the
+    text-free gate or the fusion's a' enters, so a sound opens the gate only as far as the caption matches it."""
+    batch, text = videos(), torch.randn(3, D)
+    model = head(gate="match")
+    heard = model.audio_stats(batch.audio) * batch.mask.float().unsqueeze(-1)
+    cos = torch.nn.functional.cosine_similarity(
+        model.match_text(model.encode_text(text))[:, None, None, :], model.match_audio(heard)[None], dim=-1
+    )
+    expected = torch.sigmoid(model.match_scale.exp() * cos + model.match_bias) * batch.mask.float()
+    torch.testing.assert_close(model.pool(model.encode_text(text), batch).gates, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        model.gate0.weight += 5.0  # the stage-1 gate and the linear text gate are not used
+        model.gate.weight += 5.0
+    torch.testing.assert_close(model.pool(model.encode_text(text), batch).gates, expected, atol=1e-5, rtol=1e-5)
+    fresh = GAISHead(D, DA, T, {"gate": "match", "gate_init": 0.1})  # before training: gate_init on average
+    assert float(torch.sigmoid(fresh.match_bias)) == pytest.approx(0.1)
+
+
+def test_the_gate_match_loss_is_siglips_sigmoid_loss_over_heard_frames():
+    logits = torch.randn(3, 4, T)
+    heard = torch.rand(4, T) > 0.3
+    heard[2] = False  # a clip without sound adds nothing
+    positives = torch.tensor([1, 0, 3])
+    expected = 0.0
+    for i in range(3):
+        for j in range(4):
+            if heard[j].any():
+                sign = 1.0 if j == positives[i] else -1.0
+                expected += torch.nn.functional.softplus(-sign * logits[i, j][heard[j]]).mean() / 3
+    torch.testing.assert_close(gate_match_loss(logits, heard, positives).mean(), torch.as_tensor(expected))
+
+
+def test_the_match_loss_teaches_the_gate_to_open_only_for_captions_that_name_the_sound_playing():
+    """A toy pairing: half the captions carry a direction that says which of four sounds plays, the other half
+    none (only the look); batches of 16 hold each sound about four times, the other clips of one sound left out
+    as negatives by `same_sound`. Trained on the pairing alone (no sound labels), the gate opens for a caption
+    naming its clip's sound, stays shut for the same clip under a caption that names nothing, and for a caption naming
+    another sound."""
+    torch.manual_seed(0)
+    sounds, looks = torch.randn(4, DA) * 2, torch.randn(40, D)
+    names = torch.randn(4, D) * 2
+    model = GAISHead(D, DA, T, {"gate": "match", "dropout": 0.0, "text_adapter": False})
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        clip = torch.randint(0, 40, (16,))
+        sound = torch.randint(0, 4, (16,))
+        named = torch.rand(16) < 0.5
+        text = looks[clip] + named[:, None] * names[sound]
+        batch = VideoBatch(
+            torch.randn(16, T, D), sounds[sound][:, None].expand(-1, T, -1).clone(), torch.ones(16, T, dtype=torch.bool)
+        )
+        logits = model.pool(model.encode_text(text), batch).gate_logits
+        loss = gate_match_loss(logits, batch.mask, torch.arange(16), same_sound(batch.audio, batch.mask, 0.95)).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    batch = VideoBatch(
+        torch.randn(4, T, D), sounds[:, None].expand(-1, T, -1).clone(), torch.ones(4, T, dtype=torch.bool)
+    )
+    with torch.no_grad():
+        naming = model.pool(model.encode_text(looks[:4] + names), batch).gates.mean(-1)  # [caption, clip]
+        plain = model.pool(model.encode_text(looks[:4]), batch).gates.mean(-1)
+    own, other = naming.diagonal(), naming[~torch.eye(4, dtype=torch.bool)]
+    assert own.min() > 0.5 and other.max() < 0.2 and (own - plain.diagonal()).min() > 0.3
+
+
+def test_same_sound_pairs_clips_whose_mean_audio_is_alike_and_never_a_clip_with_itself_or_a_silent_one():
+    audio = torch.zeros(4, T, DA)
+    audio[0, :, 0] = audio[1, :, 0] = 1.0  # the same sound
+    audio[2, :, 1] = 1.0  # another
+    heard = torch.ones(4, T, dtype=torch.bool)
+    heard[3] = False  # silent: its (zero) audio is like nothing
+    alike = same_sound(audio, heard, 0.95)
+    assert alike.tolist() == [[False, True, False, False], [True, False, False, False], [False] * 4, [False] * 4]

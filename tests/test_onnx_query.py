@@ -117,13 +117,13 @@ def test_the_text_towers_graph_equals_open_clips_encode_text(text_cfg, quick_gel
 
 # --- heads: every combination of the switches ---------------------------------------------------------------
 # What GAISHead reads from model config (retrieval/heads.py) and what each changes in eval mode:
-#   gate (text / relevance / text-free / fixed), gate_bilinear (none / diagonal / lowrank, text gate only),
+#   gate (text / relevance / text-free / fixed / match), gate_bilinear (none / diagonal / lowrank, text gate only),
 #   gate_frames, pooling (xpool / mean), motion (absdiff / none), audio, text_adapter: the graphs' structure;
 #   perturbation (none / isotropic / svsp), dropout: training only, never in an eval graph (cycled through below);
 #   standardise (configs): whether training fits the input statistics; the heads always apply theirs, so
 #   it is a matter of values (fitted statistics below; identity ones, as when not fitted, in the next test).
 GATES = [("text", "none"), ("text", "diagonal"), ("text", "lowrank"), ("relevance", "none"), ("text-free", "none")]
-GATES += [("fixed", "none")]
+GATES += [("fixed", "none"), ("match", "none")]
 COMBINATIONS = [
     {"gate": gate, "gate_bilinear": bilinear, "gate_frames": frames, "pooling": pooling, "motion": motion}
     | {"audio": audio, "text_adapter": adapter}

@@ -451,3 +451,56 @@ def test_gate_auc_reads_the_collections_own_captions_and_refuses_another_collect
     assert split_facts(videos_json, ["a/v00000.mkv"], "run")["a/v00000.mkv"]["sound"] == "beep"
     with pytest.raises(SystemExit, match="1 of the split's 2 videos are not in it"):
         split_facts(videos_json, ["v00000.mkv", "v00000.mp4"], "other captions")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aspect_captions_tell_parts_of_a_video_and_name_a_heard_sound_in_some_of_them(seed):
+    """--caption-style aspects: five captions a video, all different, each leaving some factor out but the
+    first; a named sound in exactly three of a heard clip's five, never in another clip's; the videos and their
+    facts are those of the paraphrased collection (only the captions change)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from gate_auc import caption_names_sound
+
+    specs = plan(240, seed)
+    for spec in specs:
+        captions = captions_for(spec, "aspects")
+        fact = facts_for(spec, "test")
+        assert len(set(captions)) == 5
+        naming = [caption_names_sound(fact, c) for c in captions]
+        if spec.description() is not None:
+            assert naming == [True, False, True, True, False] and all(
+                caption_names_sound(fact, c) for c in captions_for(spec)
+            )
+        else:
+            assert not any(naming)
+        missing = [sum(word not in c for word in (spec.colour, spec.shape, spec.background)) for c in captions]
+        assert missing[0] == 0 and any(m > 0 for m in missing)
+        # a caption of this clip never names another sound than its own
+        assert all(t not in c for c in captions for t in TONES.values() if t != TONES.get(spec.sound))
+
+
+def test_the_caption_style_changes_only_the_captions(tmp_path):
+    make_synthetic(tmp_path / "p", 12, seed=3)
+    made = make_synthetic(tmp_path / "a", 12, seed=3, caption_style="aspects")
+    assert digest(tmp_path / "p/videos") == digest(tmp_path / "a/videos")
+    for name in ("videos.json", "gate_probe.jsonl"):
+        assert (tmp_path / "p" / name).read_text() == (tmp_path / "a" / name).read_text()
+    assert made["captions"] == 60
+    with pytest.raises(ValueError, match="aspects"):
+        make_synthetic(tmp_path / "x", 2, caption_style="facets")
+
+
+def test_a_bad_caption_style_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from gais_pipe.cli import app
+
+    result = CliRunner().invoke(app, ["make-synthetic", str(tmp_path / "out"), "--caption-style", "facets"])
+    assert result.exit_code == 2, result.output
+    assert (
+        result.output.strip()
+        == "error: --caption-style: unknown caption style 'facets' (choose from: paraphrase, aspects)"
+    )
+    assert not (tmp_path / "out").exists()
