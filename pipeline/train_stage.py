@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gais_pipe.config import Config, short_hash
 from gais_pipe.distributed import destroy_distributed, init_distributed
-from gais_pipe.retrieval.augment import AudioNeighbours, with_audio_of
+from gais_pipe.retrieval.augment import AudioNeighbours, silence_some, with_audio_of
 from gais_pipe.retrieval.checkpoints import load_training_state, save_checkpoint, save_training_state
 from gais_pipe.retrieval.data import Split, caption_splits, epoch_batches, variance_texts
 from gais_pipe.retrieval.evaluate import evaluate
@@ -308,7 +308,7 @@ def train_epoch(session: Session, epoch: int, on_step) -> dict:
         heard = rows
         if session.neighbours is not None:
             heard = session.neighbours.audio_rows(rows, float(cfg["audio_swap"]), swapper)
-        videos = with_audio_of(train.videos, rows, heard).to(device)
+        videos = silence_some(with_audio_of(train.videos, rows, heard), float(cfg["audio_drop"]), swapper).to(device)
         texts = train.text_features[captions_idx].to(device).float()
         if model.perturbation == "svsp":
             siblings, groups = variance_texts(train, captions_idx, int(cfg["variance_captions"]), sampler)

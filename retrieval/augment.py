@@ -78,3 +78,12 @@ def with_audio_of(videos, rows: np.ndarray, audio_rows: np.ndarray) -> VideoBatc
         return batch
     heard = videos.take(audio_rows)
     return VideoBatch(batch.frames, heard.audio, heard.mask)
+
+
+def silence_some(videos: VideoBatch, probability: float, generator: np.random.Generator) -> VideoBatch:
+    """The batch with each clip heard as silent (its audio mask cleared) with `probability` (train.audio_drop), so
+    that its captions must be found by its frames; the same batch, and no draw, when the probability is 0."""
+    if not probability:
+        return videos
+    silent = torch.from_numpy(generator.random(len(videos)) < probability)
+    return VideoBatch(videos.frames, videos.audio, videos.mask & ~silent[:, None].to(videos.mask.device))

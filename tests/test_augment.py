@@ -111,3 +111,21 @@ def test_heads_on_raw_inputs_still_search_neighbours_on_standardised_audio():
     assert torch.equal(model.audio_stats.std, torch.ones(8))  # the heads' own inputs stay raw
     config = load_config("tiny", ["model.audio=false"])
     assert audio_neighbours(GAISHead(8, 8, 4, config["model"]), split, config) is None
+
+
+def test_audio_drop_silences_about_its_share_of_clips_and_nothing_else():
+    from gais_pipe.retrieval.augment import silence_some
+
+    generator = torch.Generator().manual_seed(0)
+    batch = VideoBatch(
+        torch.randn(400, 3, 4, generator=generator),
+        torch.randn(400, 3, 2, generator=generator),
+        torch.ones(400, 3, dtype=torch.bool),
+    )
+    rng = np.random.default_rng(0)
+    assert silence_some(batch, 0.0, rng) is batch and rng.random() == np.random.default_rng(0).random()  # no draw
+    dropped = silence_some(batch, 0.15, np.random.default_rng(1))
+    silent = ~dropped.mask.any(1)
+    assert 0.10 < silent.float().mean() < 0.20 and (dropped.mask.all(1) | silent).all()  # whole clips, ~15%
+    assert torch.equal(dropped.frames, batch.frames) and torch.equal(dropped.audio, batch.audio)
+    assert batch.mask.all()  # the caller's batch is not changed

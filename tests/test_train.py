@@ -457,13 +457,14 @@ def test_default_training_retrieves_generated_videos_and_listens_to_them(media):
     ]
     assert len(wins) >= 10 and np.mean(wins) >= 0.8, (len(wins), np.mean(wins))
     # Claim 1's sharper test: one clip's gate opens more under a caption that names its sound than under the
-    # same sentence without it (the paper's linear text gate does the opposite: BENCHMARKS.md, "The study").
+    # same sentence without it, by issue 21's target of 0.3 at least (the match gate gave +0.60 here; the relevance
+    # gate before it +0.04; the paper's linear text gate does the opposite: BENCHMARKS.md, "The study").
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
     from gate_auc import probe_pairs
 
     lines = [json.loads(line) for line in (root / "data/gate_probe.jsonl").read_text().splitlines()]
     probe = probe_pairs(model, test, TextEncoder(work, torch.device("cpu")), lines)
-    assert probe["pairs"] >= 5 and probe["share_positive"] >= 0.8 and probe["mean_difference"] > 0.02, probe
+    assert probe["pairs"] >= 5 and probe["share_positive"] >= 0.8 and probe["mean_difference"] >= 0.3, probe
 
 
 def test_scores_stay_fp32_under_bf16_autocast():
