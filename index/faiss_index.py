@@ -8,7 +8,12 @@ The choice (`auto`), and why:
 - above that, IVF with 8-bit scalar codes (`ivf-sq8`, D+8 bytes a video) when they fit `memory_mb`,
   else IVF-PQ with the largest code that fits; both re-score `refine_factor` x k candidates exactly
   from the store's float32 embeddings, so the codes only have to find candidates, not rank them.
-- never HNSW: the queries are text embeddings, out of distribution for a graph built on video
+- above `large_min` videos (10M: BENCHMARKS.md, 4096 or 16384 lists miss recall 0.95 on text queries
+  because each list mixes several data clusters): `ivf-hnsw-pq4fs`, IVF with `large_lists` (65536 at
+  10M) lists whose centroids an HNSW graph finds (no scan of every centroid), 4-bit fast-scan PQ codes
+  (64 bytes a 512-d video) and the same exact re-scoring. Its lists are trained by two-level k-means
+  (faiss.contrib.clustering) on the CPU, flat k-means on a GPU.
+- never HNSW over the videos: the queries are text embeddings, out of distribution for a graph built on video
   embeddings (METHOD.md section 6: HNSW32 recall@10 0.40 against 1.00 for IVF on text queries).
   `--type hnsw` still builds one.
 Indexes are built on the CPU (k-means on the GPU when there is one); `gpu.to_device` moves them.
@@ -16,6 +21,7 @@ Indexes are built on the CPU (k-means on the GPU when there is one); `gpu.to_dev
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -42,8 +48,9 @@ def _import_faiss():
 
 
 faiss, FAISS_PROBLEM = _import_faiss()
-KINDS = ("flat", "ivf-sq8", "ivf-pq", "ivf-flat", "hnsw")
-REFINED = ("ivf-sq8", "ivf-pq")  # lossy codes: candidates re-scored exactly from the store
+LARGE = "ivf-hnsw-pq4fs"  # many lists, an HNSW coarse quantizer, 4-bit fast-scan PQ codes
+KINDS = ("flat", "ivf-sq8", "ivf-pq", "ivf-flat", "hnsw", LARGE)
+REFINED = ("ivf-sq8", "ivf-pq", LARGE)  # lossy codes: candidates re-scored exactly from the store
 
 
 def require_faiss():
@@ -72,6 +79,25 @@ def ivf_lists(count: int, cfg: dict) -> int:
     return max(1, min(wanted, count // 39))
 
 
+def large_lists(count: int, cfg: dict) -> int:
+    """Lists of the large kind: as configured, or the power of two nearest 16 sqrt(N) (65536 at 10M,
+    152 videos a list), so that a list holds about one data cluster and text queries, whose neighbours
+    spread over clusters, find them in few lists (BENCHMARKS.md, "Indexed search"); at least 39 vectors
+    a list (FAISS's k-means minimum)."""
+    wanted = int(cfg.get("large_lists", 0)) or 2 ** round(math.log2(max(1.0, 16 * math.sqrt(count))))
+    return max(1, min(wanted, count // 39))
+
+
+def pq4_subvectors(dim: int, cfg: dict) -> int:
+    """4-bit PQ sub-vectors: as configured, or dim / 4 (128 for 512-d: 64 bytes a video, 640 MB at
+    10M); an even divisor of the width (fast-scan packs two 4-bit codes a byte)."""
+    wanted = int(cfg.get("pq4_subvectors", 0)) or max(2, dim // 4)
+    wanted = min(wanted, dim)
+    while wanted > 1 and (dim % wanted or wanted % 2):
+        wanted -= 1
+    return max(wanted, 1)
+
+
 def choose_kind(count: int, dim: int, cfg: dict, gpu_present: bool = False) -> Choice:
     """The index for `count` vectors of width `dim`: the configured type, or `auto` (module doc)."""
     kind = cfg.get("type", "auto")
@@ -80,6 +106,10 @@ def choose_kind(count: int, dim: int, cfg: dict, gpu_present: bool = False) -> C
     if kind != "auto":
         if kind not in KINDS:
             raise ValueError(f"unknown index type {kind!r} ({', '.join(KINDS)}, auto)")
+        if kind == LARGE:
+            return Choice(
+                kind, "asked for (index.type / --type)", large_lists(count, cfg), pq4_subvectors(dim, cfg) // 2
+            )
         code = pq_code_bytes(count, dim, cfg, gpu_present) if kind == "ivf-pq" else 0
         return Choice(kind, "asked for (index.type / --type)", lists if kind.startswith("ivf") else 0, code)
     if count <= int(cfg["exact_max"]):
@@ -91,6 +121,16 @@ def choose_kind(count: int, dim: int, cfg: dict, gpu_present: bool = False) -> C
             f"index.gpu_exact_mb ({cfg['gpu_exact_mb']}): exact search on the GPU",
         )
     not_hnsw = "HNSW not considered: text queries are out of distribution for graph indexes (METHOD.md 6)"
+    if count > int(cfg.get("large_min", 2**62)):
+        many, code = large_lists(count, cfg), pq4_subvectors(dim, cfg) // 2
+        return Choice(
+            LARGE,
+            f"{count} videos > index.large_min ({cfg['large_min']}): IVF{many} (an HNSW graph finds the lists), "
+            f"4-bit PQ of {code} bytes ({count * (code + 8) / 2**20:.0f} MiB), candidates re-scored exactly; at "
+            f"10M IVF4096 finds 39% of the true top-10 of text queries, its lists mixing clusters (BENCHMARKS.md)",
+            many,
+            code,
+        )
     sq_bytes = count * (dim + 8)
     if sq_bytes <= budget:
         return Choice(
@@ -139,6 +179,8 @@ def new_index(choice: Choice, dim: int, cfg: dict):
         return index
     if choice.kind == "flat":
         return fa.IndexFlatIP(dim)
+    if choice.kind == LARGE:
+        return _new_large(choice, dim, cfg)
     quantizer = fa.IndexFlatIP(dim)
     if choice.kind == "ivf-flat":
         index = fa.IndexIVFFlat(quantizer, dim, choice.lists, fa.METRIC_INNER_PRODUCT)
@@ -153,18 +195,74 @@ def new_index(choice: Choice, dim: int, cfg: dict):
     return index
 
 
+def _new_large(choice: Choice, dim: int, cfg: dict):
+    """IVF over an HNSW graph of the centroids (a probe costs a graph walk, not 65536 inner products)
+    with 4-bit fast-scan PQ codes of the residuals (by_residual: the codes only encode what the list's
+    centroid leaves)."""
+    fa = require_faiss()
+    quantizer = fa.IndexHNSWFlat(dim, int(cfg.get("coarse_hnsw_m", 32)), fa.METRIC_INNER_PRODUCT)
+    quantizer.hnsw.efSearch = int(cfg.get("coarse_ef_add", 64))
+    index = fa.IndexIVFPQFastScan(quantizer, dim, choice.lists, choice.code_bytes * 2, 4, fa.METRIC_INNER_PRODUCT)
+    index.by_residual = True
+    index.nprobe = int(cfg.get("large_nprobe", cfg["ivf_nprobe"]))
+    return index
+
+
 def training_rows(count: int, lists: int, cfg: dict, seed: int = 0) -> np.ndarray:
     """Sorted rows of the k-means sample: `train_per_list` points per list (64: enough for stable
-    centroids, and a 1M build's k-means takes a minute on 2 cores, not ten)."""
-    size = min(count, max(lists * int(cfg["train_per_list"]), 1))
+    centroids, and a 1M build's k-means takes a minute on 2 cores, not ten), at most `train_max_rows`
+    (1M x 512 float32 is 2 GB: 65536 lists x 64 would be 8.6 GB, over a 10M build's memory bound)."""
+    size = min(count, max(lists * int(cfg["train_per_list"]), 1), int(cfg.get("train_max_rows", count)))
     return np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
 
 
-def train(index, sample: np.ndarray, gpu_device: int | None = None) -> None:
+def coarse_centroids(sample: np.ndarray, lists: int, cfg: dict, gpu_device: int | None = None) -> np.ndarray:
+    """[lists, D] unit centroids by spherical k-means: on GPU `gpu_device` when given; else in two levels
+    (sqrt(lists) clusters, then each split in proportion to its size: faiss.contrib.clustering) from
+    `two_level_min_lists` lists on, where flat k-means would cost lists x sample x D per iteration."""
+    fa = require_faiss()
+    dim = sample.shape[1]
+    if gpu_device is not None:
+        clustering = fa.Clustering(dim, lists)
+        clustering.spherical = True
+        config = fa.GpuIndexFlatConfig()
+        config.device = gpu_device
+        assign = fa.GpuIndexFlatIP(fa.StandardGpuResources(), dim, config)
+        clustering.train(sample, assign)
+        return fa.vector_to_array(clustering.centroids).reshape(lists, dim)
+    if lists >= int(cfg.get("two_level_min_lists", 8192)) and _two_level is not None:
+        nc1 = max(2, round(math.sqrt(lists)))  # ~15 points a list from a 1M sample: enough to route (no warning)
+        centroids, _ = _two_level(sample, nc1, lists, spherical=True, min_points_per_centroid=1)
+        return np.ascontiguousarray(centroids, dtype=np.float32)
+    kmeans = fa.Kmeans(dim, lists, niter=20, spherical=True)
+    kmeans.train(sample)
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
+def _import_two_level():
+    """faiss.contrib.clustering's two-level k-means, or None where this faiss lacks it (plain k-means)."""
+    try:
+        from faiss.contrib.clustering import two_level_clustering
+    except ImportError:
+        return None
+    return two_level_clustering
+
+
+_two_level = _import_two_level() if faiss is not None else None
+
+
+def train(index, sample: np.ndarray, gpu_device: int | None = None, cfg: dict | None = None) -> None:
     """Train on a sample; k-means runs on GPU `gpu_device` when given (the index itself stays on the
-    CPU, PQ training too), so exactly one GPU trains, once."""
+    CPU, PQ training too), so exactly one GPU trains, once. An index over an HNSW quantizer gets its
+    centroids from `coarse_centroids` first (faiss would otherwise cluster with the graph as its
+    assignment index, rebuilt every iteration), then trains only its codes."""
     fa = require_faiss()
     sample = np.ascontiguousarray(sample, dtype=np.float32)
+    if isinstance(index, fa.IndexIVF) and isinstance(fa.downcast_index(index.quantizer), fa.IndexHNSW):
+        quantizer = fa.downcast_index(index.quantizer)
+        quantizer.add(coarse_centroids(sample, index.nlist, cfg or {}, gpu_device))
+        index.train(sample)  # the quantizer holds nlist centroids: faiss trains the PQ on residuals only
+        return
     if gpu_device is not None and isinstance(index, fa.IndexIVF):
         resources = fa.StandardGpuResources()
         config = fa.GpuIndexFlatConfig()
@@ -179,19 +277,63 @@ def train(index, sample: np.ndarray, gpu_device: int | None = None) -> None:
     index.train(sample)
 
 
-def add_blocks(index, blocks: Iterable[tuple[int, np.ndarray]], on_block: Callable[[int], None] | None = None) -> None:
-    """Add (first id, [n, D]) blocks; ids are store rows, so an IVF index stores them directly."""
+def add_blocks(
+    index,
+    blocks: Iterable[tuple[int, np.ndarray]],
+    on_block: Callable[[int], None] | None = None,
+    exact: bool = False,
+    groups: int = 0,
+) -> None:
+    """Add (first id, [n, D]) blocks; ids are store rows, so an IVF index stores them directly. With
+    `exact` (or `groups`), an IVF index assigns each vector through `assigning_quantizer` instead of its
+    own quantizer."""
     fa = require_faiss()
-    for first, block in blocks:
-        block = np.ascontiguousarray(block, dtype=np.float32)
-        if isinstance(index, fa.IndexIVF):
-            index.add_with_ids(block, np.arange(first, first + len(block), dtype=np.int64))
-        else:
-            if index.ntotal != first:
-                raise RuntimeError(f"index holds {index.ntotal} vectors, the next block starts at row {first}")
-            index.add(block)
-        if on_block is not None:
-            on_block(len(block))
+    swap = (exact or groups > 0) and isinstance(index, fa.IndexIVF)
+    with assigning_quantizer(index, 0 if exact else groups) if swap else contextlib.nullcontext():
+        for first, block in blocks:
+            block = np.ascontiguousarray(block, dtype=np.float32)
+            if isinstance(index, fa.IndexIVF):
+                index.add_with_ids(block, np.arange(first, first + len(block), dtype=np.int64))
+            else:
+                if index.ntotal != first:
+                    raise RuntimeError(f"index holds {index.ntotal} vectors, the next block starts at row {first}")
+                index.add(block)
+            if on_block is not None:
+                on_block(len(block))
+
+
+@contextlib.contextmanager
+def assigning_quantizer(index, groups: int = 0):
+    """Within the block the IVF index assigns vectors to lists with another quantizer over its own
+    centroids, then gets its HNSW graph back for searching. groups = 0: a flat one, every inner product
+    by BLAS (exact lists; the graph's walk misplaces videos: at 1M x 6554 lists, efSearch 32 with M 16
+    cost recall@10 0.94 -> 0.80 whatever the nprobe). groups > 0: the centroids grouped by k-means into
+    sqrt(lists) groups (an IVF over them) and the `groups` nearest groups searched: about
+    (1 + groups) x sqrt(lists) inner products a vector instead of lists. (faiss's add_core with
+    precomputed lists garbles fast-scan codes, so the quantizer is swapped instead.)"""
+    fa = require_faiss()
+    graph, owned = index.quantizer, index.own_fields
+    centroids = fa.downcast_index(graph).reconstruct_n(0, index.nlist)
+    top = fa.IndexFlatIP(index.d)
+    if groups > 0:
+        grouped = fa.IndexIVFFlat(top, index.d, max(2, round(math.sqrt(index.nlist))), fa.METRIC_INNER_PRODUCT)
+        grouped.cp.spherical = True
+        grouped.cp.min_points_per_centroid = 1
+        grouped.train(centroids)
+        grouped.add(centroids)  # ids 0..nlist-1: a search answers list numbers
+        grouped.make_direct_map()  # residual codes reconstruct their list's centroid from the quantizer
+        grouped.nprobe = int(groups)
+        quantizer = grouped
+    else:
+        top.add(centroids)
+        quantizer = top
+    index.own_fields = False  # the swapped-in quantizer is Python's to free, never the index's
+    index.quantizer = quantizer
+    try:
+        yield quantizer
+    finally:
+        index.quantizer = graph
+        index.own_fields = owned
 
 
 def save(index, path: Path) -> None:
@@ -199,6 +341,17 @@ def save(index, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fa.write_index(index, str(tmp))
     os.replace(tmp, path)
+
+
+def set_probe(index, nprobe: int, cfg: dict) -> None:
+    """Search `nprobe` lists; an HNSW coarse quantizer walks its graph `coarse_ef_search` wide, at least
+    nprobe (a narrower walk returns poor lists: recall 0.99 -> 0.89 at 100k when efSearch fell to 8)."""
+    fa = require_faiss()
+    index.nprobe = int(nprobe)
+    if isinstance(index, fa.IndexIVF):
+        quantizer = fa.downcast_index(index.quantizer)
+        if isinstance(quantizer, fa.IndexHNSW):
+            quantizer.hnsw.efSearch = max(int(cfg.get("coarse_ef_search", 128)), int(nprobe))
 
 
 def load(path: Path):

@@ -198,6 +198,26 @@ class Searcher:
             return []
         return ranked_hits(self._scores(clip_text, order), order, self.videos, k)
 
+    def search_many(self, texts: list[str], k: int, rerank_k: int) -> list[list[Hit]]:
+        """The k best videos of each text, the texts encoded and the index searched in one call each (faiss
+        spreads a batch over its threads; the text tower runs once); re-ranking stays per query."""
+        if any(not text.strip() for text in texts):
+            raise ValueError("empty query")
+        depth = min(max(k, rerank_k if self.scorer.has_heads else k), int(self.index.ntotal))
+        if not texts or depth <= 0:
+            return [[] for _ in texts]
+        clip_text = self.scorer.encode(list(texts))
+        _, ids = self.index.search(self.scorer.query(clip_text).astype(np.float32), depth)
+        answers: list[list] = []
+        for i, found in enumerate(ids):
+            order = np.sort(found[found >= 0])
+            if len(order) == 0:
+                answers.append([])
+                continue
+            ranked = ranked_hits(self._scores(clip_text[i : i + 1], order), order, self.videos, k)
+            answers.append([hit for hit, _ in ranked])
+        return answers
+
     def score_video(self, text: str, row: int) -> FrameScores:
         """One indexed video (by row) against a query, frame by frame."""
         return self._scores(self.encode(text), np.array([row]), keep=False)

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import faiss_index
 from .gpu import check_k, gpu_status, placement, to_device
+from .probe import ShiftedProbe
 from .store import RerankStore
 
 if TYPE_CHECKING:
@@ -136,15 +137,42 @@ def open_cpu_index(folder: Path, record: dict, store: RerankStore, cfg: dict) ->
 def _load_faiss(folder: Path, record: dict, cfg: dict):
     cpu_index = faiss_index.load_mapped(folder / "videos.faiss")  # memory-mapped where FAISS can
     if hasattr(cpu_index, "nprobe"):
-        cpu_index.nprobe = int(cfg["ivf_nprobe"])
+        faiss_index.set_probe(cpu_index, probe_settings(record, cfg)[0], cfg)
     if record["kind"] == "hnsw":
         cpu_index.hnsw.efSearch = int(cfg["hnsw_ef_search"])
     return cpu_index
 
 
+def probe_settings(record: dict, cfg: dict) -> tuple[int, int]:
+    """(nprobe, refine factor): those build-index tuned on held-out captions (record "tuned") unless
+    `use_tuned` is off, else the configured ones for the kind (the large kind has its own)."""
+    tuned = record.get("tuned") if cfg.get("use_tuned", True) else None
+    if tuned:
+        return int(tuned["nprobe"]), int(tuned["refine_factor"])
+    if record["kind"] == faiss_index.LARGE:
+        return int(cfg["large_nprobe"]), int(cfg["large_refine_factor"])
+    return int(cfg["ivf_nprobe"]), int(cfg["refine_factor"])
+
+
+def shifted(index, record: dict, cfg: dict):
+    """The CPU IVF index choosing its lists with the modality-gap shift the record holds (probe.py), when
+    `gap_probe` is on; else the index as it is."""
+    gap = record.get("gap")
+    fa = faiss_index.faiss
+    if not gap or not cfg.get("gap_probe", True) or fa is None or not isinstance(index, fa.IndexIVF):
+        return index
+    tuned = record.get("tuned") if cfg.get("use_tuned", True) else None
+    scale = float(tuned["gap_scale"]) if tuned else float(cfg.get("gap_scale", 0.0))
+    ef = int(cfg.get("coarse_ef_search", 0))
+    return ShiftedProbe(index, np.asarray(gap["vector"], np.float32), scale, ef) if scale else index
+
+
 def _refined(index, record: dict, store: RerankStore, cfg: dict, max_k: int | None, where: str) -> VideoIndex:
     """Approximate kinds re-score `refine_factor` x k candidates exactly from the store's vectors."""
-    refine = int(cfg["refine_factor"]) if record["kind"] in faiss_index.REFINED else 0
+    refine = probe_settings(record, cfg)[1] if record["kind"] in faiss_index.REFINED else 0
+    index = shifted(index, record, cfg)
+    if isinstance(index, ShiftedProbe):
+        where += ", lists chosen across the modality gap"
     return VideoIndex(
         index, rescore=store.embeddings if refine else None, factor=max(refine, 1), max_k=max_k, where=where
     )

@@ -234,7 +234,9 @@ def build_index(
     ),
     zero_shot: bool = typer.Option(False, help="Index CLIP's mean-pooled frames even when a checkpoint exists."),
     index_type: str | None = typer.Option(
-        None, "--type", help="flat, ivf-sq8, ivf-pq, ivf-flat or hnsw (default: auto, by size and memory)."
+        None,
+        "--type",
+        help="flat, ivf-sq8, ivf-pq, ivf-flat, ivf-hnsw-pq4fs or hnsw (default: auto, by size and memory).",
     ),
     memory_mb: int | None = typer.Option(
         None, help="Memory the index may hold (MiB): decides IVF-SQ8 against IVF-PQ above the exact-search size."

@@ -31,9 +31,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gais_pipe.distributed import resolve_device
-from gais_pipe.index import faiss_index, layout
+from gais_pipe.index import faiss_index, layout, probe
 from gais_pipe.index.embeddings import video_embeddings
 from gais_pipe.index.gpu import gpu_status, placement
+from gais_pipe.index.searchable import VideoIndex
 from gais_pipe.index.store import COLUMNS, RerankStore, StoreWriter
 from gais_pipe.retrieval.checkpoints import latest_checkpoint, load_head
 from gais_pipe.retrieval.onnx_export import ensure_exports
@@ -197,11 +198,13 @@ def _sample(store: RerankStore, rows: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _build_faiss(plan: Plan, building: Path, dim: int, device, config: dict, progress) -> str:
+def _build_faiss(plan: Plan, building: Path, dim: int, device, config: dict, progress, captions) -> tuple[str, dict]:
     """Fill the approximate index (nothing to do for exact search): add the new rows to the previous
-    index, or train a new one on a sample and add every row. Returns what was done."""
+    index, or train a new one on a sample and add every row. Then, for IVF kinds with encoded captions,
+    the modality gap and the tuned probe (`_probe_record`). Returns what was done and the record's
+    additions."""
     if plan.choice.kind == "flat":
-        return "exact: the store's embeddings are the index"
+        return "exact: the store's embeddings are the index", {}
     cfg = config["index"]
     store = RerankStore(building / "store")
     if plan.add_to_index:
@@ -214,13 +217,107 @@ def _build_faiss(plan: Plan, building: Path, dim: int, device, config: dict, pro
         gpu = placement("ivf-flat", 0, device, bool(cfg.get("use_gpu", True)), status).gpu if status else None
         task = progress.add_task("train" + (f" (k-means on GPU {gpu})" if gpu is not None else ""), total=1)
         rows = faiss_index.training_rows(plan.total, max(plan.choice.lists, 1), cfg)
-        faiss_index.train(index, _sample(store, rows), gpu)
+        faiss_index.train(index, _sample(store, rows), gpu, cfg)
         progress.advance(task)
         first, how = 0, "trained" + (f" (k-means on GPU {gpu})" if gpu is not None else "")
     task = progress.add_task("index", total=plan.total - first)
-    faiss_index.add_blocks(index, store.iter_embeddings(start_row=first), lambda n: progress.advance(task, n))
+    mean = _RunningMean(plan.previous.record.get("gap") if plan.add_to_index and plan.previous else None, first)
+    large = plan.choice.kind == faiss_index.LARGE
+    exact, groups = large and bool(cfg.get("exact_assign")), int(cfg.get("assign_groups", 0)) if large else 0
+    blocks = mean.through(store.iter_embeddings(start_row=first))
+    faiss_index.add_blocks(index, blocks, lambda n: progress.advance(task, n), exact, groups)
     faiss_index.save(index, building / "videos.faiss")
-    return how
+    extra = _probe_record(index, plan, store, cfg, captions, mean.value(), progress)
+    if "tuned" in extra:
+        how += "; " + probe.Tuned(**extra["tuned"]).line()
+    elif "probe_note" in extra:
+        how += "; " + extra["probe_note"]
+    return how, extra
+
+
+GAP_CAPTIONS = 50_000  # encoded captions read for the gap and the tuning queries, at most
+
+
+class _RunningMean:
+    """The mean indexed vector, summed while the rows stream into the index; an extended index starts from
+    the previous record's mean over its `first` rows."""
+
+    def __init__(self, previous_gap: dict | None, first: int):
+        known = previous_gap is not None and "video_mean" in previous_gap and first > 0
+        self.total = np.asarray(previous_gap["video_mean"], np.float64) * first if known and previous_gap else None
+        self.count = first if known else 0
+        self.whole = known or first == 0  # an extended index without the previous mean: no mean of every row
+
+    def through(self, blocks):
+        for first, block in blocks:
+            part = block.sum(axis=0, dtype=np.float64)  # no float64 copy of the block
+            self.total = part if self.total is None else self.total + part
+            self.count += len(block)
+            yield first, block
+
+    def value(self) -> np.ndarray | None:
+        if not self.whole or self.total is None or not self.count:
+            return None
+        return (self.total / self.count).astype(np.float32)
+
+
+def _caption_queries(work: Workdir, model, device, dim: int) -> tuple[np.ndarray | None, str]:
+    """The captions the workdir has encoded (text_features.h5: training and evaluation captions) as index
+    queries, in the index's space (the heads' stage-1 text, or CLIP's own, unit length); None and why not."""
+    path = work.root / "text_features.h5"
+    if not path.exists():
+        return None, f"no encoded captions ({path.name}): lists chosen with the query itself, probe not tuned"
+    import h5py
+    import torch
+    import torch.nn.functional as F
+
+    with h5py.File(path, "r") as handle:
+        stored = handle["embedding"]
+        if len(stored) > GAP_CAPTIONS:  # a mean and 200 tuning queries need no more (and 1M x 512 is 2 GB)
+            chosen = np.sort(np.random.default_rng(0).choice(len(stored), GAP_CAPTIONS, replace=False))
+            clip_text = np.asarray(stored[chosen], np.float32)
+        else:
+            clip_text = np.asarray(stored[()], np.float32)
+    if model is not None:
+        with torch.no_grad():
+            parts = [
+                model.encode_text(torch.from_numpy(clip_text[i : i + 4096]).to(device)).float().cpu()
+                for i in range(0, len(clip_text), 4096)
+            ]
+            clip_text = torch.cat(parts).numpy() if parts else clip_text
+    if clip_text.ndim != 2 or clip_text.shape[1] != dim or len(clip_text) < 2:
+        return None, f"{path.name} holds {clip_text.shape} caption vectors, not 2+ of width {dim}: probe not tuned"
+    return F.normalize(torch.from_numpy(clip_text), dim=-1).numpy(), path.name
+
+
+def _probe_record(index, plan: Plan, store: RerankStore, cfg: dict, captions, video_mean, progress) -> dict:
+    """For an IVF index and encoded captions: the modality gap (from all but the held-out captions) and
+    the nprobe and re-scoring depth measured on the held-out ones (index/probe.py)."""
+    queries, source = captions
+    if queries is None or not isinstance(index, faiss_index.faiss.IndexIVF) or video_mean is None:
+        return {"probe_note": source} if queries is None else {}
+    order = np.random.default_rng(0).permutation(len(queries))
+    held = order[: min(int(cfg["tune_queries"]), len(queries) // 2)]
+    rest = queries[order[len(held) :]]
+    gap = probe.estimate_gap(rest, video_mean)
+    extra = {"gap": {**probe.gap_record(gap, len(rest), source), "video_mean": [float(v) for v in video_mean]}}
+    if len(held) == 0 or plan.choice.kind not in cfg.get("tune_kinds", [faiss_index.LARGE]):
+        return extra  # the other kinds keep their configured probe (1M: recall 1.000 at nprobe 32, BENCHMARKS.md)
+    task = progress.add_task(f"tune on {len(held)} held-out captions", total=1)
+    tuned = _tune(index, store, queries[held], gap, cfg)
+    progress.advance(task)
+    return {**extra, "tuned": tuned.as_record()}
+
+
+def _tune(index, store: RerankStore, queries: np.ndarray, gap: np.ndarray, cfg: dict) -> probe.Tuned:
+    """Exact top-10 of the held-out queries in one pass over the store, then `probe.tune`."""
+    truth = probe.exact_top(store.iter_embeddings(), queries, 10)
+    faiss_index.set_probe(index, index.nprobe, cfg)  # the graph walk of searches, not of the build's adds
+
+    def make(searched, refine: int) -> VideoIndex:
+        return VideoIndex(searched, rescore=store.embeddings, factor=refine)
+
+    return probe.tune(make, index, gap, queries, truth, cfg)
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
@@ -261,7 +358,8 @@ def run_build_index(
                 unchanged = {"added": 0, "incremental": True, "index_build": "unchanged"}
                 return {**plan.previous.record, **unchanged, "onnx": exported}
             _write_store(work, plan, building, model, device, config, progress)
-            how = _build_faiss(plan, building, dim, device, config, progress)
+            captions = _caption_queries(work, model, device, dim) if plan.choice.kind != "flat" else (None, "")
+            how, probed = _build_faiss(plan, building, dim, device, config, progress, captions)
         plan.staging.close()
         (building / "staging.sqlite").unlink()
         record = {
@@ -274,6 +372,7 @@ def run_build_index(
             "added": plan.new_count,
             "incremental": plan.previous is not None,
             "index_build": how,
+            **{key: value for key, value in probed.items() if key != "probe_note"},
             "shards": [s.name for s in plan.shards],
             "seconds": time.perf_counter() - started,
             "manifest": manifest,  # the shards this index saw: a query compares it instead of opening them

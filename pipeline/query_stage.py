@@ -49,13 +49,21 @@ def run_query(
         limit_threads(config)
     k = k or int(config["query"]["k"])
     rerank_k = rerank_k if rerank_k is not None else int(config["query"]["rerank_k"])
-    for text in texts:
-        hits = searcher.search(text, k, rerank_k)
+    for text, hits in zip(texts, _answers(searcher, texts, k, rerank_k)):
         if json_output:
             answer = {"query": text, "results": hits_as_dicts(hits), "engine": searcher.engine}
             print(json.dumps(answer | ({"engine_note": why_torch} if why_torch else {})))
         else:
             Console().print(hits_table(text, hits, searcher.record["identity"]["mode"], why_torch))
+
+
+BATCH = 256  # queries encoded and searched in one call (`Searcher.search_many`)
+
+
+def _answers(searcher, texts: list[str], k: int, rerank_k: int):
+    """Each text's hits, in order, searched BATCH at a time: one text-tower and one index call a batch."""
+    for start in range(0, len(texts), BATCH):
+        yield from searcher.search_many(texts[start : start + BATCH], k, rerank_k)
 
 
 def hits_table(text: str, hits: list[Hit], mode: str, why_torch: str | None = None) -> Table:

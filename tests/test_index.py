@@ -301,6 +301,19 @@ def test_rerank_by_the_full_score_can_overturn_the_index_order(trained_index):
     assert moved >= 1
 
 
+def test_batch_search_answers_as_one_query_at_a_time(trained_index):
+    work, config, _ = trained_index
+    searcher = Searcher(work, config)
+    texts = ["red shapes with a siren", "blue things in the rain", "a green piano video"]
+    batched = searcher.search_many(texts, k=5, rerank_k=20)
+    for text, hits in zip(texts, batched):
+        single = searcher.search(text, k=5, rerank_k=20)
+        assert [h.video for h in hits] == [h.video for h in single]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in single], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="empty query"):
+        searcher.search_many(["fine", " "], k=5, rerank_k=20)
+
+
 def test_query_refuses_an_index_of_other_heads(trained_index, tmp_path):
     work, config, result = trained_index
     state, meta = load_checkpoint(result.run_dir / "best.safetensors")
