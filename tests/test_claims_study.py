@@ -45,7 +45,12 @@ def test_a_study_trains_once_per_seed_resumes_and_reports(tmp_path):
     collection = f"c={tmp_path / 'data'}:{tmp_path / 'work'}"
     command = [sys.executable, str(ROOT / "benchmarks/claims_study.py")]
     run = [*command, "run", "--out", str(tmp_path / "study"), "--train", collection, "--seeds", "0", "1"]
-    variants = ["--variant", "a=train.min_steps=40", "--variant", "b=train.min_steps=40;model.perturbation='none'"]
+    variants = [
+        "--variant",
+        "a=train.min_steps=40",
+        "--variant",
+        "b=train.min_steps=40;model.perturbation='none';loss.support_weight=0",
+    ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     subprocess.run([*run, *variants], check=True, env=env, capture_output=True, timeout=900)
     files = sorted((tmp_path / "study/runs").glob("*/c/seed*.json"))
@@ -61,7 +66,7 @@ def test_a_study_trains_once_per_seed_resumes_and_reports(tmp_path):
     assert 0 <= scored["R@1"] <= 100 and 0 <= scored["gate_auc"] <= 1 and scored["radius_min"] <= scored["radius_max"]
     assert len(scored["video_radius"]) == len(scored["video_caption_variance"]) > 0
     none = json.loads(files[2].read_text())["scored"]["c"]
-    assert none["radius_std"] == 0.0  # no perturbation: the radius is never trained
+    assert none["radius_std"] == 0.0  # no perturbation and no support term: the radius is never trained
     stamps = [f.stat().st_mtime_ns for f in files]
     again = subprocess.run([*run, *variants], check=True, env=env, capture_output=True, text=True, timeout=900)
     assert [f.stat().st_mtime_ns for f in files] == stamps and again.stdout == ""  # nothing retrained
