@@ -250,21 +250,7 @@ def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, o
             for refine in refines:
                 searched = _probed(inner, gap, scale, nprobe, cfg) if ivf else inner
                 index = _searchable(searched, base, refine, max_k)
-                p50, p99, recall = measure(index, queries, truth)
-                rows.append(
-                    {
-                        **common,
-                        "nprobe": nprobe if ivf else None,
-                        "gap_scale": scale,
-                        "refine_factor": refine,
-                        "peak_rss_mib": peak_rss_mib(),
-                        "p50_ms": p50,
-                        "p99_ms": p99,
-                        "batch_qps": batch_qps(index, queries),
-                        "recall@10_vs_exact": recall,
-                        "load_average": os.getloadavg(),
-                    }
-                )
+                rows.append({**common, **measured(index, queries, truth, nprobe if ivf else None, scale, refine)})
     if bench.get("tune") and ivf and refined:
         rows.append({**common, **tuned_row(inner, base, gap, cfg, queries, truth, max_k)})
     return rows
@@ -304,14 +290,21 @@ def tuned_row(inner, base: np.ndarray, gap: np.ndarray, cfg: dict, queries, trut
     tuned = probe.tune(lambda p, r: _searchable(p, base, r, max_k), inner, gap, held, held_truth, cfg)
     tune_s = time.perf_counter() - started
     index = _searchable(_probed(inner, gap, tuned.gap_scale, tuned.nprobe, cfg), base, tuned.refine_factor, max_k)
-    p50, p99, recall = measure(index, queries, truth)
     return {
         "tuned": tuned.as_record(),
         "tune_s": tune_s,
         "tuned_line": tuned.line(),
-        "nprobe": tuned.nprobe,
-        "gap_scale": tuned.gap_scale,
-        "refine_factor": tuned.refine_factor,
+        **measured(index, queries, truth, tuned.nprobe, tuned.gap_scale, tuned.refine_factor),
+    }
+
+
+def measured(index, queries: np.ndarray, truth, nprobe: int | None, scale: float, refine: int) -> dict:
+    """One row's settings and what they gave: latency, batch throughput, recall, memory and the machine's load."""
+    p50, p99, recall = measure(index, queries, truth)
+    return {
+        "nprobe": nprobe,
+        "gap_scale": scale,
+        "refine_factor": refine,
         "peak_rss_mib": peak_rss_mib(),
         "p50_ms": p50,
         "p99_ms": p99,

@@ -76,6 +76,7 @@ class ShiftedProbe:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, np.float32)
+        self.nprobe = min(self.nprobe, int(self.index.nlist))  # search_preassigned wants exactly nprobe lists a query
         scores, ids = [], []
         for start in range(0, len(queries), CHUNK):
             part = queries[start : start + CHUNK]

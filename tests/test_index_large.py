@@ -154,6 +154,9 @@ def test_shifted_residual_codes_use_the_real_query_for_the_coarse_term():
     plain_scores, plain_ids = probe.ShiftedProbe(index, gap, 0.0, 64).search(queries, 10)
     np.testing.assert_array_equal(shifted_ids, plain_ids)
     np.testing.assert_allclose(shifted_scores, plain_scores, rtol=1e-5)
+    index.nprobe = 512  # more lists than there are (a small collection, a large default): every list, no error
+    wide_scores, wide_ids = probe.ShiftedProbe(index, gap, 1.0, 64).search(queries, 10)
+    np.testing.assert_array_equal(wide_ids, plain_ids)
 
 
 def test_tune_reaches_the_target_and_the_figures_round_trip():
