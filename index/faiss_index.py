@@ -230,9 +230,10 @@ def coarse_centroids(sample: np.ndarray, lists: int, cfg: dict, gpu_device: int 
         assign = fa.GpuIndexFlatIP(fa.StandardGpuResources(), dim, config)
         clustering.train(sample, assign)
         return fa.vector_to_array(clustering.centroids).reshape(lists, dim)
-    if lists >= int(cfg.get("two_level_min_lists", 8192)) and _two_level is not None:
+    two_level = _import_two_level() if lists >= int(cfg.get("two_level_min_lists", 8192)) else None
+    if two_level is not None:
         nc1 = max(2, round(math.sqrt(lists)))  # ~15 points a list from a 1M sample: enough to route (no warning)
-        centroids, _ = _two_level(sample, nc1, lists, spherical=True, min_points_per_centroid=1)
+        centroids, _ = two_level(sample, nc1, lists, spherical=True, min_points_per_centroid=1)
         return np.ascontiguousarray(centroids, dtype=np.float32)
     kmeans = fa.Kmeans(dim, lists, niter=20, spherical=True)
     kmeans.train(sample)
@@ -240,15 +241,13 @@ def coarse_centroids(sample: np.ndarray, lists: int, cfg: dict, gpu_device: int 
 
 
 def _import_two_level():
-    """faiss.contrib.clustering's two-level k-means, or None where this faiss lacks it (plain k-means)."""
+    """faiss.contrib.clustering's two-level k-means, or None where this faiss lacks it (plain k-means). Imported
+    only when a build needs it: it pulls in scipy (0.3 s), which a one-query process must not pay for."""
     try:
         from faiss.contrib.clustering import two_level_clustering
     except ImportError:
         return None
     return two_level_clustering
-
-
-_two_level = _import_two_level() if faiss is not None else None
 
 
 def train(index, sample: np.ndarray, gpu_device: int | None = None, cfg: dict | None = None) -> None:
