@@ -40,14 +40,12 @@ from scipy import stats
 
 from gais_pipe.config import load_config
 from gais_pipe.retrieval.checkpoints import load_head
-from gais_pipe.retrieval.data import caption_splits
 from gais_pipe.retrieval.evaluate import evaluate
-from gais_pipe.retrieval.text_features import TextEncoder
 from gais_pipe.train_stage import run_train
 from gais_pipe.workdir import Workdir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gate_auc import collection_captions, gate_report, probe_pairs, split_facts  # noqa: E402
+from gate_auc import collection_split, gate_report, probe_pairs  # noqa: E402
 
 METRICS = (
     "R@1",
@@ -110,11 +108,7 @@ def radius_report(model, split) -> dict:
 
 def score(model, train_cfg: dict, data: Path, workdir: Path) -> dict:
     """Everything the report reads, of one trained model on one collection's test split."""
-    work = Workdir(workdir)
-    encoder = TextEncoder(work, torch.device("cpu"))
-    captions = collection_captions(data / "videos.json", None)
-    split = caption_splits(work, captions, None, train_cfg, encoder, False)[0]["test"]
-    facts = split_facts(data / "videos.json", split.video_ids, f"{captions} on {workdir}")
+    split, encoder, facts = collection_split(workdir, data / "videos.json", train_cfg, "test")
     recall = evaluate(model, split, torch.device("cpu"))["full"]["t2v"]
     gates = gate_report(model, split, facts, per_kind=True)
     separated = gates["overall"]  # captions naming their clip's sound against every other caption of a heard clip

@@ -222,14 +222,21 @@ def load_for_analysis(
     """The heads of a run (trained on this collection or another), the split of the collection's captions on
     `workdir`'s features, the text encoder and make-synthetic's facts of that split's videos, keyed by the
     split's video ids. Each split video must be a video of videos.json by its exact file name."""
-    work = Workdir(workdir)
-    model, meta, path = load_head(work, checkpoint, torch.device("cpu"))
+    model, meta, path = load_head(Workdir(workdir), checkpoint, torch.device("cpu"))
     model.eval()
+    split, encoder, facts = collection_split(workdir, videos_json, meta["config"]["train"], split_name, captions)
+    return model, path, split, encoder, facts
+
+
+def collection_split(workdir: Path, videos_json: Path, train_cfg: dict, split_name: str, captions: Path | None = None):
+    """One split of a make-synthetic collection's captions (its own, unless given) joined to `workdir`'s features
+    as training splits them, the text encoder, and the split videos' facts from videos.json."""
+    work = Workdir(workdir)
     encoder = TextEncoder(work, torch.device("cpu"))
     captions_file = collection_captions(videos_json, captions)
-    splits, _ = caption_splits(work, captions_file, None, meta["config"]["train"], encoder, False)
+    splits, _ = caption_splits(work, captions_file, None, train_cfg, encoder, False)
     facts = split_facts(videos_json, splits[split_name].video_ids, f"{captions_file} on {workdir}")
-    return model, path, splits[split_name], encoder, facts
+    return splits[split_name], encoder, facts
 
 
 def split_facts(videos_json: Path, video_ids: list[str], source: str) -> dict[str, dict]:

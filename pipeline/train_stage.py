@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gais_pipe.config import Config, short_hash
 from gais_pipe.distributed import destroy_distributed, init_distributed
-from gais_pipe.retrieval.augment import AudioNeighbours, silence_some, with_audio_of
+from gais_pipe.retrieval.augment import AudioNeighbours, same_sound, silence_some, with_audio_of
 from gais_pipe.retrieval.checkpoints import load_training_state, save_checkpoint, save_training_state
 from gais_pipe.retrieval.data import Split, caption_splits, epoch_batches, variance_texts
 from gais_pipe.retrieval.evaluate import evaluate
@@ -34,7 +34,6 @@ from gais_pipe.retrieval.losses import (
     adaptive_margin,
     gate_match_loss,
     radius_prior,
-    same_sound,
     support_text_scores,
     symmetric_info_nce,
 )

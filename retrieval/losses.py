@@ -65,7 +65,7 @@ def gate_match_loss(
     others, so its best answer is a low gate for every sound; one naming the sound playing learns a high
     one. So the gate comes to say whether the caption describes the sound, not whether there is a sound.
 
-    `ignore` [n, B] (`same_sound`): pairs left out, other clips that sound the same as the text's own. A caption
+    `ignore` [n, B] (`augment.same_sound`): pairs left out, other clips that sound the same as the text's own. A caption
     describes their sound as well as its own clip's; as negatives they would cap a named sound's gate at one
     over the number of clips in the batch that play it (a toy with 4 sounds in batches of 16 trained the gate
     to 0.05).
@@ -78,14 +78,3 @@ def gate_match_loss(
         per_frame = per_frame * (~ignore).float().unsqueeze(-1)
     per_video = per_frame.sum(-1) / heard.sum(-1).clamp_min(1.0)  # [n, B]; 0 for a clip without sound
     return per_video.sum(-1)
-
-
-def same_sound(audio: torch.Tensor, heard: torch.Tensor, threshold: float) -> torch.Tensor:
-    """[B, B] whether two clips sound the same: the cosine of their mean standardised audio over heard frames at
-    least `threshold` (the diagonal is False). From the frozen inputs, as the adaptive margin's closeness: on
-    make-synthetic's same-kinds collection clips of one named sound meet at 0.957 or more (1st percentile) and
-    clips of one kind at other pitches or words at 0.675 (median, 0.952 at the 99th percentile)."""
-    weights = heard.float().unsqueeze(-1)
-    mean = F.normalize((audio.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0), dim=-1)
-    same = (mean @ mean.T >= threshold) & heard.any(-1)[:, None] & heard.any(-1)[None, :]
-    return same.fill_diagonal_(False)

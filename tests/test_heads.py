@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from gais_pipe.retrieval.augment import same_sound
 from gais_pipe.retrieval.heads import GAISHead, VideoBatch
-from gais_pipe.retrieval.losses import adaptive_margin, gate_match_loss, same_sound, symmetric_info_nce
+from gais_pipe.retrieval.losses import adaptive_margin, gate_match_loss, symmetric_info_nce
 
 D, DA, T = 16, 8, 5
 

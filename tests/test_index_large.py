@@ -45,10 +45,16 @@ def recall(ids: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / truth.shape[1] for a, b in zip(ids, truth)]))
 
 
-def built_large(base: np.ndarray, lists: int, cfg: dict):
+def trained_large(base: np.ndarray, lists: int, cfg: dict, sample: np.ndarray):
+    """An empty ivf-hnsw-pq4fs index of `lists` lists for `base`, trained on `sample`."""
     choice = faiss_index.choose_kind(len(base), base.shape[1], {**cfg, "type": "ivf-hnsw-pq4fs", "large_lists": lists})
     index = faiss_index.new_index(choice, base.shape[1], cfg)
-    faiss_index.train(index, base[faiss_index.training_rows(len(base), lists, cfg)], None, cfg)
+    faiss_index.train(index, sample, None, cfg)
+    return choice, index
+
+
+def built_large(base: np.ndarray, lists: int, cfg: dict):
+    choice, index = trained_large(base, lists, cfg, base[faiss_index.training_rows(len(base), lists, cfg)])
     faiss_index.add_blocks(index, [(0, base[: len(base) // 2]), (len(base) // 2, base[len(base) // 2 :])])
     return choice, index
 
@@ -83,9 +89,7 @@ def test_large_kind_finds_the_true_neighbours_of_text_like_queries_and_scores_th
 def test_exact_assignment_puts_each_video_in_its_nearest_centroids_list():
     base = clustered(3000, 32, 30)
     cfg = index_cfg()
-    choice = faiss_index.choose_kind(3000, 32, {**cfg, "type": "ivf-hnsw-pq4fs", "large_lists": 32})
-    index = faiss_index.new_index(choice, 32, cfg)
-    faiss_index.train(index, base, None, cfg)
+    _, index = trained_large(base, 32, cfg, base)
     graph, plain = index.quantizer, faiss.clone_index(index)
     faiss_index.add_blocks(index, [(0, base[:1700]), (1700, base[1700:])], exact=True)
     assert index.quantizer.this == graph.this  # the HNSW graph is back for searching
@@ -105,9 +109,7 @@ def test_exact_assignment_puts_each_video_in_its_nearest_centroids_list():
 def test_grouped_assignment_finds_nearly_every_nearest_list_and_gives_the_graph_back():
     base = clustered(4000, 32, 40)
     cfg = index_cfg()
-    choice = faiss_index.choose_kind(4000, 32, {**cfg, "type": "ivf-hnsw-pq4fs", "large_lists": 64})
-    index = faiss_index.new_index(choice, 32, cfg)
-    faiss_index.train(index, base, None, cfg)
+    _, index = trained_large(base, 64, cfg, base)
     graph = index.quantizer
     with faiss_index.assigning_quantizer(index, groups=3) as grouped:
         assert index.quantizer.this == grouped.this and grouped.nlist == 8  # sqrt(64) groups, 3 searched
