@@ -189,8 +189,8 @@ def build_case(base_path: Path, kind: str, cfg: dict, gpu: bool) -> tuple:
     del sample
     PHASES["train_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    exact = cfg.get("exact_assign") and choice.kind == faiss_index.LARGE
-    groups = int(cfg.get("assign_groups", 0)) if choice.kind == faiss_index.LARGE else 0
+    exact = cfg.get("exact_assign") and choice.kind == faiss_index.LARGE_GRAPH
+    groups = int(cfg.get("assign_groups", 0)) if choice.kind == faiss_index.LARGE_GRAPH else 0
     faiss_index.add_blocks(inner, _blocks(base_path), exact=bool(exact), groups=groups)
     PHASES["add_s"] = time.perf_counter() - started
     with tempfile.NamedTemporaryFile(dir=base_path.parent, suffix=".faiss") as tmp:
@@ -231,6 +231,7 @@ def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, o
         "lists": choice.lists,
         "code_bytes": choice.code_bytes,
         "build_s": build_s,
+        "build_peak_rss_mib": peak_rss_mib(),  # before any search maps pages of the base file for re-scoring
         **PHASES,
         "index_mib": size / 2**20,
         "reason": choice.reason,
@@ -238,10 +239,11 @@ def run_case(base_path: Path, queries_path: Path, truth_path: Path, kind: str, o
         "threads": threads,
     }
     refined = choice.kind in faiss_index.REFINED
-    default_refine = int(cfg["large_refine_factor" if choice.kind == faiss_index.LARGE else "refine_factor"])
+    large = choice.kind in faiss_index.LARGE_KINDS
+    default_refine = int(cfg["large_refine_factor" if large else "refine_factor"])
     refines = (bench.get("refines") or [default_refine]) if refined else [0]
     ivf = hasattr(inner, "nprobe")
-    default_nprobe = int(cfg["large_nprobe" if choice.kind == faiss_index.LARGE else "ivf_nprobe"])
+    default_nprobe = int(cfg["large_nprobe" if large else "ivf_nprobe"])
     scales = (bench.get("gap_scales") or [0.0]) if ivf else [0.0]
     gap = np.load(base_path.parent / "gap.npy")
     rows = []
@@ -593,7 +595,7 @@ def main() -> int:
         "--kinds",
         nargs="+",
         default=["flat", "auto"],
-        help="flat, auto, ivf-sq8, ivf-pq, ivf-flat, ivf-hnsw-pq4fs, hnsw, scann (reference, if installed)",
+        help="flat, auto, ivf-sq8, ivf-pq, ivf-flat, ivf-pq4fs, ivf-hnsw-pq4fs, hnsw, scann (reference, if installed)",
     )
     parser.add_argument("--set", help="index config overrides as JSON, e.g. '{\"ivf_nprobe\": 64}'")
     parser.add_argument("--queries", type=int, default=200)

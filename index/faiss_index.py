@@ -9,10 +9,13 @@ The choice (`auto`), and why:
   else IVF-PQ with the largest code that fits; both re-score `refine_factor` x k candidates exactly
   from the store's float32 embeddings, so the codes only have to find candidates, not rank them.
 - above `large_min` videos (10M: BENCHMARKS.md, 4096 or 16384 lists miss recall 0.95 on text queries
-  because each list mixes several data clusters): `ivf-hnsw-pq4fs`, IVF with `large_lists` (65536 at
-  10M) lists whose centroids an HNSW graph finds (no scan of every centroid), 4-bit fast-scan PQ codes
-  (64 bytes a 512-d video) and the same exact re-scoring. Its lists are trained by two-level k-means
-  (faiss.contrib.clustering) on the CPU, flat k-means on a GPU.
+  because each list mixes several data clusters): `ivf-pq4fs`, IVF with `large_lists` (32768 at 10M)
+  lists, 4-bit fast-scan PQ codes (64 bytes a 512-d video) and the same exact re-scoring. Its lists are
+  trained by two-level k-means (faiss.contrib.clustering) on the CPU, flat k-means on a GPU, and chosen
+  by exact inner products with every centroid (a flat coarse quantizer: 64 MB a query at 10M). Its
+  sibling `ivf-hnsw-pq4fs` finds the lists with an HNSW graph over the centroids instead; at 10M x 32768
+  the graph returned half of a text query's best 64 lists (efSearch 128), so recall@10 stalled at 0.50
+  where exact list choice gives what the partition allows (BENCHMARKS.md); it stays for `--type`.
 - never HNSW over the videos: the queries are text embeddings, out of distribution for a graph built on video
   embeddings (METHOD.md section 6: HNSW32 recall@10 0.40 against 1.00 for IVF on text queries).
   `--type hnsw` still builds one.
@@ -48,9 +51,11 @@ def _import_faiss():
 
 
 faiss, FAISS_PROBLEM = _import_faiss()
-LARGE = "ivf-hnsw-pq4fs"  # many lists, an HNSW coarse quantizer, 4-bit fast-scan PQ codes
-KINDS = ("flat", "ivf-sq8", "ivf-pq", "ivf-flat", "hnsw", LARGE)
-REFINED = ("ivf-sq8", "ivf-pq", LARGE)  # lossy codes: candidates re-scored exactly from the store
+LARGE = "ivf-pq4fs"  # many lists found by exact inner products, 4-bit fast-scan PQ codes
+LARGE_GRAPH = "ivf-hnsw-pq4fs"  # the same with an HNSW coarse quantizer
+LARGE_KINDS = (LARGE, LARGE_GRAPH)
+KINDS = ("flat", "ivf-sq8", "ivf-pq", "ivf-flat", "hnsw", *LARGE_KINDS)
+REFINED = ("ivf-sq8", "ivf-pq", *LARGE_KINDS)  # lossy codes: candidates re-scored exactly from the store
 
 
 def require_faiss():
@@ -80,11 +85,13 @@ def ivf_lists(count: int, cfg: dict) -> int:
 
 
 def large_lists(count: int, cfg: dict) -> int:
-    """Lists of the large kind: as configured, or the power of two nearest 16 sqrt(N) (65536 at 10M,
-    152 videos a list), so that a list holds about one data cluster and text queries, whose neighbours
-    spread over clusters, find them in few lists (BENCHMARKS.md, "Indexed search"); at least 39 vectors
-    a list (FAISS's k-means minimum)."""
-    wanted = int(cfg.get("large_lists", 0)) or 2 ** round(math.log2(max(1.0, 16 * math.sqrt(count))))
+    """Lists of the large kind: as configured, or the power of two nearest 8 sqrt(N) (32768 at 10M, 305
+    videos a list). Text queries find their neighbours spread over clusters, so lists must be small:
+    emulated at 1M, 16384 lists reach recall@10 0.95 only at 64 probes, 32768 at 8 (with the gap shift).
+    More lists cost the build: each video is assigned by exact inner products with every centroid (the
+    graph walk misplaces a third of the videos at 65536), 35 minutes on 2 cores at 10M x 32768
+    (BENCHMARKS.md). At least 39 vectors a list (FAISS's k-means minimum)."""
+    wanted = int(cfg.get("large_lists", 0)) or 2 ** round(math.log2(max(1.0, 8 * math.sqrt(count))))
     return max(1, min(wanted, count // 39))
 
 
@@ -106,7 +113,7 @@ def choose_kind(count: int, dim: int, cfg: dict, gpu_present: bool = False) -> C
     if kind != "auto":
         if kind not in KINDS:
             raise ValueError(f"unknown index type {kind!r} ({', '.join(KINDS)}, auto)")
-        if kind == LARGE:
+        if kind in LARGE_KINDS:
             return Choice(
                 kind, "asked for (index.type / --type)", large_lists(count, cfg), pq4_subvectors(dim, cfg) // 2
             )
@@ -125,7 +132,7 @@ def choose_kind(count: int, dim: int, cfg: dict, gpu_present: bool = False) -> C
         many, code = large_lists(count, cfg), pq4_subvectors(dim, cfg) // 2
         return Choice(
             LARGE,
-            f"{count} videos > index.large_min ({cfg['large_min']}): IVF{many} (an HNSW graph finds the lists), "
+            f"{count} videos > index.large_min ({cfg['large_min']}): IVF{many} (lists chosen exactly), "
             f"4-bit PQ of {code} bytes ({count * (code + 8) / 2**20:.0f} MiB), candidates re-scored exactly; at "
             f"10M IVF4096 finds 39% of the true top-10 of text queries, its lists mixing clusters (BENCHMARKS.md)",
             many,
@@ -179,7 +186,7 @@ def new_index(choice: Choice, dim: int, cfg: dict):
         return index
     if choice.kind == "flat":
         return fa.IndexFlatIP(dim)
-    if choice.kind == LARGE:
+    if choice.kind in LARGE_KINDS:
         return _new_large(choice, dim, cfg)
     quantizer = fa.IndexFlatIP(dim)
     if choice.kind == "ivf-flat":
@@ -196,12 +203,15 @@ def new_index(choice: Choice, dim: int, cfg: dict):
 
 
 def _new_large(choice: Choice, dim: int, cfg: dict):
-    """IVF over an HNSW graph of the centroids (a probe costs a graph walk, not 65536 inner products)
-    with 4-bit fast-scan PQ codes of the residuals (by_residual: the codes only encode what the list's
-    centroid leaves)."""
+    """IVF with 4-bit fast-scan PQ codes of the residuals (by_residual: the codes only encode what the list's
+    centroid leaves) over a flat coarse quantizer (`ivf-pq4fs`: every centroid scored, exact lists) or an
+    HNSW graph of the centroids (`ivf-hnsw-pq4fs`: a graph walk instead of 32768 inner products)."""
     fa = require_faiss()
-    quantizer = fa.IndexHNSWFlat(dim, int(cfg.get("coarse_hnsw_m", 32)), fa.METRIC_INNER_PRODUCT)
-    quantizer.hnsw.efSearch = int(cfg.get("coarse_ef_add", 64))
+    if choice.kind == LARGE:
+        quantizer = fa.IndexFlatIP(dim)
+    else:
+        quantizer = fa.IndexHNSWFlat(dim, int(cfg.get("coarse_hnsw_m", 32)), fa.METRIC_INNER_PRODUCT)
+        quantizer.hnsw.efSearch = int(cfg.get("coarse_ef_add", 64))
     index = fa.IndexIVFPQFastScan(quantizer, dim, choice.lists, choice.code_bytes * 2, 4, fa.METRIC_INNER_PRODUCT)
     index.by_residual = True
     index.nprobe = int(cfg.get("large_nprobe", cfg["ivf_nprobe"]))
@@ -252,12 +262,12 @@ def _import_two_level():
 
 def train(index, sample: np.ndarray, gpu_device: int | None = None, cfg: dict | None = None) -> None:
     """Train on a sample; k-means runs on GPU `gpu_device` when given (the index itself stays on the
-    CPU, PQ training too), so exactly one GPU trains, once. An index over an HNSW quantizer gets its
-    centroids from `coarse_centroids` first (faiss would otherwise cluster with the graph as its
-    assignment index, rebuilt every iteration), then trains only its codes."""
+    CPU, PQ training too), so exactly one GPU trains, once. A large kind's index (fast-scan codes) gets its
+    centroids from `coarse_centroids` first (two-level k-means; with an HNSW quantizer faiss would otherwise
+    cluster with the graph as its assignment index, rebuilt every iteration), then trains only its codes."""
     fa = require_faiss()
     sample = np.ascontiguousarray(sample, dtype=np.float32)
-    if isinstance(index, fa.IndexIVF) and isinstance(fa.downcast_index(index.quantizer), fa.IndexHNSW):
+    if isinstance(index, fa.IndexIVFFastScan):
         quantizer = fa.downcast_index(index.quantizer)
         quantizer.add(coarse_centroids(sample, index.nlist, cfg or {}, gpu_device))
         index.train(sample)  # the quantizer holds nlist centroids: faiss trains the PQ on residuals only

@@ -69,8 +69,8 @@ def placement(kind: str, code_bytes: int, device: torch.device, use_gpu: bool, s
         return Placement(None, False, f"CPU: runtime device {device}, but faiss sees {status.count} GPU(s)", True)
     if kind == "hnsw":
         return Placement(None, False, "CPU: faiss has no GPU HNSW", True)
-    if kind == "ivf-hnsw-pq4fs":
-        return Placement(None, False, "CPU: faiss has no GPU fast-scan PQ nor HNSW coarse quantizer", True)
+    if kind in ("ivf-pq4fs", "ivf-hnsw-pq4fs"):
+        return Placement(None, False, "CPU: faiss has no GPU fast-scan PQ (nor HNSW coarse quantizer)", True)
     if kind == "ivf-pq":
         if code_bytes not in GPU_PQ_BYTES:
             return Placement(

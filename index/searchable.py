@@ -149,7 +149,7 @@ def probe_settings(record: dict, cfg: dict) -> tuple[int, int]:
     tuned = record.get("tuned") if cfg.get("use_tuned", True) else None
     if tuned:
         return int(tuned["nprobe"]), int(tuned["refine_factor"])
-    if record["kind"] == faiss_index.LARGE:
+    if record["kind"] in faiss_index.LARGE_KINDS:
         return int(cfg["large_nprobe"]), int(cfg["large_refine_factor"])
     return int(cfg["ivf_nprobe"]), int(cfg["refine_factor"])
 

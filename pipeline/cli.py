@@ -236,7 +236,7 @@ def build_index(
     index_type: str | None = typer.Option(
         None,
         "--type",
-        help="flat, ivf-sq8, ivf-pq, ivf-flat, ivf-hnsw-pq4fs or hnsw (default: auto, by size and memory).",
+        help="flat, ivf-sq8, ivf-pq, ivf-flat, ivf-pq4fs, ivf-hnsw-pq4fs or hnsw (default: auto, by size and memory).",
     ),
     memory_mb: int | None = typer.Option(
         None, help="Memory the index may hold (MiB): decides IVF-SQ8 against IVF-PQ above the exact-search size."

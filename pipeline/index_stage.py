@@ -65,26 +65,26 @@ class Plan:
 
 
 def _embedding_model(work: Workdir, config: dict, checkpoint: Path | None, zero_shot: bool):
-    """(heads or None, identity of what is indexed, device)."""
+    """(heads or None, identity of what is indexed, device, width, the checkpoint's record or None)."""
     features = work.identity()
     if features is None:
         raise WorkdirError(f"{work.root}: no features yet; run `gais-pipe extract` first")
     device = resolve_device(config["runtime"]["device"])
-    model, path = None, None
+    model, path, meta = None, None, None
     if not zero_shot:
         try:
             path = checkpoint or latest_checkpoint(work)
         except FileNotFoundError:
             path = None  # nothing trained yet: zero-shot
         if path is not None:
-            model, _, path = load_head(work, path, device)
+            model, meta, path = load_head(work, path, device)
     identity = {
         "feature_hash": features["feature_hash"],
         "mode": "stage1" if model is not None else "zero-shot",
         "checkpoint": str(path) if path else None,
         "checkpoint_sha256": work.sha256(path) if path else None,
     }
-    return model, identity, device, int(features["identity"]["embed_dim"])
+    return model, identity, device, int(features["identity"]["embed_dim"]), meta
 
 
 def _video_path(video_id: str, root: str | None) -> str | None:
@@ -222,8 +222,8 @@ def _build_faiss(plan: Plan, building: Path, dim: int, device, config: dict, pro
         first, how = 0, "trained" + (f" (k-means on GPU {gpu})" if gpu is not None else "")
     task = progress.add_task("index", total=plan.total - first)
     mean = _RunningMean(plan.previous.record.get("gap") if plan.add_to_index and plan.previous else None, first)
-    large = plan.choice.kind == faiss_index.LARGE
-    exact, groups = large and bool(cfg.get("exact_assign")), int(cfg.get("assign_groups", 0)) if large else 0
+    graph = plan.choice.kind == faiss_index.LARGE_GRAPH  # the flat-quantizer kind assigns exactly by itself
+    exact, groups = graph and bool(cfg.get("exact_assign")), int(cfg.get("assign_groups", 0)) if graph else 0
     blocks = mean.through(store.iter_embeddings(start_row=first))
     faiss_index.add_blocks(index, blocks, lambda n: progress.advance(task, n), exact, groups)
     faiss_index.save(index, building / "videos.faiss")
@@ -261,9 +261,27 @@ class _RunningMean:
         return (self.total / self.count).astype(np.float32)
 
 
-def _caption_queries(work: Workdir, model, device, dim: int) -> tuple[np.ndarray | None, str]:
-    """The captions the workdir has encoded (text_features.h5: training and evaluation captions) as index
-    queries, in the index's space (the heads' stage-1 text, or CLIP's own, unit length); None and why not."""
+def training_texts(meta: dict | None) -> tuple[set[str] | None, str]:
+    """The caption texts the checkpoint was trained on (its captions file's train and val splits), so that
+    the gap and the tuning never read the captions evaluation asks; None and why where no checkpoint
+    names a captions file that can still be read (then every encoded caption serves: the tuning matches
+    the index to exact search and reads no answers, but test captions are no longer held out)."""
+    from gais_pipe.retrieval.annotation_files import CaptionError
+    from gais_pipe.retrieval.captions import load_captions
+
+    if meta is None or not meta.get("captions"):
+        return None, "zero-shot: no checkpoint names its captions, so encoded captions of every split"
+    try:
+        captions = load_captions(Path(meta["captions"]), meta.get("dataset"))
+    except (CaptionError, OSError) as error:
+        return None, f"{error}: encoded captions of every split"
+    return {c.text for c in captions if c.split != "test"}, f"train captions of {meta['captions']}"
+
+
+def _caption_queries(work: Workdir, model, device, dim: int, meta: dict | None = None) -> tuple[np.ndarray | None, str]:
+    """The training captions the workdir has encoded (text_features.h5 rows whose text `training_texts`
+    names) as index queries, in the index's space (the heads' stage-1 text, or CLIP's own, unit length);
+    None and why not. The source string says which captions served."""
     path = work.root / "text_features.h5"
     if not path.exists():
         return None, f"no encoded captions ({path.name}): lists chosen with the query itself, probe not tuned"
@@ -271,13 +289,16 @@ def _caption_queries(work: Workdir, model, device, dim: int) -> tuple[np.ndarray
     import torch
     import torch.nn.functional as F
 
+    keep, which = training_texts(meta)
     with h5py.File(path, "r") as handle:
         stored = handle["embedding"]
-        if len(stored) > GAP_CAPTIONS:  # a mean and 200 tuning queries need no more (and 1M x 512 is 2 GB)
-            chosen = np.sort(np.random.default_rng(0).choice(len(stored), GAP_CAPTIONS, replace=False))
-            clip_text = np.asarray(stored[chosen], np.float32)
-        else:
-            clip_text = np.asarray(stored[()], np.float32)
+        rows = np.arange(len(stored))
+        if keep is not None:
+            texts = handle["text"].asstr()[()]
+            rows = rows[np.fromiter((t in keep for t in texts), bool, len(texts))]
+        if len(rows) > GAP_CAPTIONS:  # a mean and 200 tuning queries need no more (and 1M x 512 is 2 GB)
+            rows = np.sort(np.random.default_rng(0).choice(rows, GAP_CAPTIONS, replace=False))
+        clip_text = np.asarray(stored[rows], np.float32) if len(rows) else np.zeros((0, dim), np.float32)
     if model is not None:
         with torch.no_grad():
             parts = [
@@ -286,8 +307,8 @@ def _caption_queries(work: Workdir, model, device, dim: int) -> tuple[np.ndarray
             ]
             clip_text = torch.cat(parts).numpy() if parts else clip_text
     if clip_text.ndim != 2 or clip_text.shape[1] != dim or len(clip_text) < 2:
-        return None, f"{path.name} holds {clip_text.shape} caption vectors, not 2+ of width {dim}: probe not tuned"
-    return F.normalize(torch.from_numpy(clip_text), dim=-1).numpy(), path.name
+        return None, f"{path.name} holds {clip_text.shape} {which} vectors, not 2+ of width {dim}: probe not tuned"
+    return F.normalize(torch.from_numpy(clip_text), dim=-1).numpy(), f"{path.name}: {which}"
 
 
 def _probe_record(index, plan: Plan, store: RerankStore, cfg: dict, captions, video_mean, progress) -> dict:
@@ -301,7 +322,7 @@ def _probe_record(index, plan: Plan, store: RerankStore, cfg: dict, captions, vi
     rest = queries[order[len(held) :]]
     gap = probe.estimate_gap(rest, video_mean)
     extra = {"gap": {**probe.gap_record(gap, len(rest), source), "video_mean": [float(v) for v in video_mean]}}
-    if len(held) == 0 or plan.choice.kind not in cfg.get("tune_kinds", [faiss_index.LARGE]):
+    if len(held) == 0 or plan.choice.kind not in cfg.get("tune_kinds", list(faiss_index.LARGE_KINDS)):
         return extra  # the other kinds keep their configured probe (1M: recall 1.000 at nprobe 32, BENCHMARKS.md)
     task = progress.add_task(f"tune on {len(held)} held-out captions", total=1)
     tuned = _tune(index, store, queries[held], gap, cfg)
@@ -342,7 +363,7 @@ def run_build_index(
     show_progress: bool = False,
 ) -> dict:
     work = Workdir(workdir)
-    model, identity, device, dim = _embedding_model(work, config, checkpoint, zero_shot)
+    model, identity, device, dim, meta = _embedding_model(work, config, checkpoint, zero_shot)
     # the ONNX graphs `query` and `serve` run instead of torch, once per checkpoint (retrieval/onnx_export.py)
     exported = ensure_exports(work, model, identity["checkpoint_sha256"])
     started = time.perf_counter()
@@ -358,7 +379,7 @@ def run_build_index(
                 unchanged = {"added": 0, "incremental": True, "index_build": "unchanged"}
                 return {**plan.previous.record, **unchanged, "onnx": exported}
             _write_store(work, plan, building, model, device, config, progress)
-            captions = _caption_queries(work, model, device, dim) if plan.choice.kind != "flat" else (None, "")
+            captions = _caption_queries(work, model, device, dim, meta) if plan.choice.kind != "flat" else (None, "")
             how, probed = _build_faiss(plan, building, dim, device, config, progress, captions)
         plan.staging.close()
         (building / "staging.sqlite").unlink()

@@ -109,7 +109,8 @@ def batch_loss(
         heard = videos.mask.to(texts.device)
         with torch.no_grad():
             alike = same_sound(model.audio_stats(videos.audio), heard, float(loss_cfg["gate_match_same_sound"]))
-        blocks.append(gate_match_loss(out.pooled.gate_logits, heard, positives, alike[lo:hi]).unsqueeze(1))
+        confidence = float(loss_cfg.get("gate_match_confidence", 0.0))
+        blocks.append(gate_match_loss(out.pooled.gate_logits, heard, positives, alike[lo:hi], confidence).unsqueeze(1))
     scores, stage1, *rest = _gather_rows(blocks, world)
     margin: torch.Tensor | float = 0.0
     if loss_cfg["refinement"]:  # closeness of the standardised inputs: raw frame cosines are all ~1

@@ -52,7 +52,11 @@ def radius_prior(radius: torch.Tensor, target: float) -> torch.Tensor:
 
 
 def gate_match_loss(
-    logits: torch.Tensor, heard: torch.Tensor, positives: torch.Tensor, ignore: torch.Tensor | None = None
+    logits: torch.Tensor,
+    heard: torch.Tensor,
+    positives: torch.Tensor,
+    ignore: torch.Tensor | None = None,
+    confidence: float = 0.0,
 ) -> torch.Tensor:
     """SigLIP's pairwise sigmoid loss on the match gate's logits, frame by frame: each caption against the
     sound of its own clip (label 1) and of every other clip in the batch (label 0).
@@ -69,12 +73,36 @@ def gate_match_loss(
     describes their sound as well as its own clip's; as negatives they would cap a named sound's gate at one
     over the number of clips in the batch that play it (a toy with 4 sounds in batches of 16 trained the gate
     to 0.05).
+
+    `confidence` c > 0 weighs each positive frame by (1 - c) + c x its own detached match probability over their
+    mean in the batch (the positives' total weight unchanged, shifted between them): a caption whose words cannot
+    pick its clip's sound (one that leaves the sound out, while its siblings name it) then pushes that sound's
+    gate up less, one that names it more (loss.gate_match_confidence).
     """
     labels = -torch.ones_like(logits)
-    labels[torch.arange(len(logits)), positives] = 1.0
+    rows = torch.arange(len(logits))
+    labels[rows, positives] = 1.0
     heard = heard.float()
     per_frame = F.softplus(-labels * logits.float()) * heard
+    if confidence > 0:
+        own = torch.sigmoid(logits[rows, positives].detach().float())  # [n, T]
+        heard_own = heard[positives]
+        mean = _global_mean(own, heard_own)
+        weight = torch.ones_like(per_frame)
+        weight[rows, positives] = (1.0 - confidence) + confidence * own / mean.clamp_min(1e-6)
+        per_frame = per_frame * weight
     if ignore is not None:
         per_frame = per_frame * (~ignore).float().unsqueeze(-1)
     per_video = per_frame.sum(-1) / heard.sum(-1).clamp_min(1.0)  # [n, B]; 0 for a clip without sound
     return per_video.sum(-1)
+
+
+def _global_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask`, over every process's rows when training runs on several (torchrun), so
+    that a process weighs its positives as one process would weigh the whole global batch."""
+    import torch.distributed as dist
+
+    total = torch.stack([(values * mask).sum(), mask.sum().float()])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(total)
+    return total[0] / total[1].clamp_min(1.0)

@@ -294,6 +294,24 @@ def test_the_gate_match_loss_is_siglips_sigmoid_loss_over_heard_frames():
     torch.testing.assert_close(gate_match_loss(logits, heard, positives).mean(), torch.as_tensor(expected))
 
 
+def test_gate_match_confidence_moves_weight_to_the_positives_the_matcher_believes():
+    logits = torch.randn(3, 4, T, requires_grad=True)
+    heard, positives, c = torch.ones(4, T, dtype=torch.bool), torch.tensor([1, 0, 3]), 0.75
+    weighted = gate_match_loss(logits, heard, positives, confidence=c)
+    plain = gate_match_loss(logits, heard, positives)
+    own = logits[torch.arange(3), positives]  # [3, T]: each caption's own clip
+    probability = torch.sigmoid(own.detach())
+    weight = (1 - c) + c * probability / probability.mean()
+    assert float(weight.mean()) == pytest.approx(1.0)  # the positives' total weight is kept, only shared out
+    positive = torch.nn.functional.softplus(-own)
+    expected = plain - positive.mean(-1) + (weight * positive).mean(-1)  # negatives unchanged
+    torch.testing.assert_close(weighted, expected)
+    weighted.sum().backward()  # the weight is a constant: d/dz of w softplus(-z) = -w sigmoid(-z)
+    torch.testing.assert_close(
+        logits.grad[torch.arange(3), positives], -(weight * torch.sigmoid(-own.detach())) / T, atol=1e-6, rtol=1e-5
+    )
+
+
 def test_the_match_loss_teaches_the_gate_to_open_only_for_captions_that_name_the_sound_playing():
     """A toy pairing: half the captions carry a direction that says which of four sounds plays, the other half
     none (only the look); batches of 16 hold each sound about four times, the other clips of one sound left out

@@ -1,4 +1,4 @@
-"""The large-collection index (ivf-hnsw-pq4fs), lists chosen across the modality gap, and the probe tuned
+"""The large-collection indexes (ivf-pq4fs, ivf-hnsw-pq4fs), lists chosen across the modality gap, and the probe tuned
 at build time on held-out captions: recall against exact search on text-like queries, the shift used
 only to choose lists, and the tuned figures kept in the index record."""
 
@@ -45,16 +45,16 @@ def recall(ids: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / truth.shape[1] for a, b in zip(ids, truth)]))
 
 
-def trained_large(base: np.ndarray, lists: int, cfg: dict, sample: np.ndarray):
-    """An empty ivf-hnsw-pq4fs index of `lists` lists for `base`, trained on `sample`."""
-    choice = faiss_index.choose_kind(len(base), base.shape[1], {**cfg, "type": "ivf-hnsw-pq4fs", "large_lists": lists})
+def trained_large(base: np.ndarray, lists: int, cfg: dict, sample: np.ndarray, kind: str = faiss_index.LARGE_GRAPH):
+    """An empty large-kind index (ivf-hnsw-pq4fs unless `kind`) of `lists` lists for `base`, trained on `sample`."""
+    choice = faiss_index.choose_kind(len(base), base.shape[1], {**cfg, "type": kind, "large_lists": lists})
     index = faiss_index.new_index(choice, base.shape[1], cfg)
     faiss_index.train(index, sample, None, cfg)
     return choice, index
 
 
-def built_large(base: np.ndarray, lists: int, cfg: dict):
-    choice, index = trained_large(base, lists, cfg, base[faiss_index.training_rows(len(base), lists, cfg)])
+def built_large(base: np.ndarray, lists: int, cfg: dict, kind: str = faiss_index.LARGE_GRAPH):
+    choice, index = trained_large(base, lists, cfg, base[faiss_index.training_rows(len(base), lists, cfg)], kind)
     faiss_index.add_blocks(index, [(0, base[: len(base) // 2]), (len(base) // 2, base[len(base) // 2 :])])
     return choice, index
 
@@ -62,21 +62,22 @@ def built_large(base: np.ndarray, lists: int, cfg: dict):
 def test_auto_takes_the_large_kind_above_large_min_with_a_reason():
     cfg = index_cfg()
     ten_million = faiss_index.choose_kind(10_000_000, 512, cfg)
-    assert (ten_million.kind, ten_million.lists, ten_million.code_bytes) == ("ivf-hnsw-pq4fs", 65536, 64)
+    assert (ten_million.kind, ten_million.lists, ten_million.code_bytes) == ("ivf-pq4fs", 32768, 64)
     assert "index.large_min" in ten_million.reason and "39%" in ten_million.reason
     assert faiss_index.choose_kind(1_000_000, 512, cfg).kind == "ivf-sq8"  # 1M stays as it was measured
-    assert faiss_index.large_lists(1_000_000, cfg) == 16384 and faiss_index.large_lists(1000, cfg) == 25
+    assert faiss_index.large_lists(1_000_000, cfg) == 8192 and faiss_index.large_lists(1000, cfg) == 25
     assert faiss_index.pq4_subvectors(512, index_cfg(pq4_subvectors=100)) == 64  # even divisor of the width
     # the k-means sample stays within train_max_rows whatever the lists ask for
     assert len(faiss_index.training_rows(10_000_000, 65536, index_cfg(train_max_rows=5000))) == 5000
 
 
-def test_large_kind_finds_the_true_neighbours_of_text_like_queries_and_scores_them_exactly():
+@pytest.mark.parametrize("kind,coarse", [("ivf-pq4fs", "IndexFlatIP"), ("ivf-hnsw-pq4fs", "IndexHNSWFlat")])
+def test_large_kind_finds_the_true_neighbours_of_text_like_queries_and_scores_them_exactly(kind, coarse):
     base = clustered(6000, 64, 60)
     queries = text_like(base, 60, seed=1)
     cfg = index_cfg(two_level_min_lists=16, coarse_ef_search=64)  # 64 lists: trained in two levels
-    choice, index = built_large(base, 64, cfg)
-    assert isinstance(faiss.downcast_index(index.quantizer), faiss.IndexHNSWFlat) and index.nlist == 64
+    choice, index = built_large(base, 64, cfg, kind)
+    assert type(faiss.downcast_index(index.quantizer)).__name__ == coarse and index.nlist == 64
     faiss_index.set_probe(index, 16, cfg)
     searchable = VideoIndex(index, rescore=lambda rows: base[rows], factor=8)
     scores, ids = searchable.search(queries, 10)
@@ -104,6 +105,15 @@ def test_exact_assignment_puts_each_video_in_its_nearest_centroids_list():
     scores, found = index.search(base[:50], 5)
     np.testing.assert_array_equal(found, expected)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
+
+
+def test_the_flat_coarse_kind_puts_each_video_in_its_nearest_centroids_list():
+    base = clustered(3000, 32, 30)
+    _, index = trained_large(base, 32, index_cfg(), base, faiss_index.LARGE)
+    faiss_index.add_blocks(index, [(0, base[:1700]), (1700, base[1700:])])
+    centroids = faiss.downcast_index(index.quantizer).reconstruct_n(0, 32)
+    nearest = np.argmax(base @ centroids.T, axis=1)
+    assert [index.invlists.list_size(i) for i in range(32)] == np.bincount(nearest, minlength=32).tolist()
 
 
 def test_grouped_assignment_finds_nearly_every_nearest_list_and_gives_the_graph_back():
@@ -229,3 +239,24 @@ def test_build_index_records_the_gap_and_tuned_probe_and_search_uses_them(tmp_pa
     sq8 = run_build_index(work, load_config("tiny", ["index.type=ivf-sq8", "index.ivf_lists=4"]), zero_shot=True)
     assert "gap" in sq8 and "tuned" not in sq8  # tuned kinds only (tune_kinds): 1M's IVF-SQ8 keeps its probe
     assert probe_settings(sq8, index_cfg()) == (32, 4)
+
+
+def test_the_gap_and_tuning_read_only_the_checkpoints_training_captions(tmp_path):
+    from gais_pipe.index_stage import _caption_queries, training_texts
+
+    work, _ = make_feature_workdir(tmp_path, videos=40, frames=4)
+    dim = json.loads(Workdir(work).identity_path.read_text())["identity"]["embed_dim"]
+    write_captions(work, unit(np.random.default_rng(1).standard_normal((60, dim))))
+    captions = tmp_path / "captions.jsonl"
+    splits = ["train", "val", "test"]
+    captions.write_text(
+        "\n".join(json.dumps({"video": f"v{i}", "caption": f"caption {i}", "split": splits[i % 3]}) for i in range(60))
+    )
+    keep, which = training_texts({"captions": str(captions), "dataset": None})
+    assert keep == {f"caption {i}" for i in range(60) if i % 3 != 2} and "train captions of" in which
+    queries, source = _caption_queries(Workdir(work), None, None, dim, {"captions": str(captions), "dataset": None})
+    assert queries.shape == (40, dim) and "train captions" in source  # the 20 test captions left out
+    everything, source = _caption_queries(Workdir(work), None, None, dim, None)
+    assert everything.shape == (60, dim) and "every split" in source  # zero-shot: no split is known
+    gone, why = training_texts({"captions": str(tmp_path / "moved.jsonl"), "dataset": None})
+    assert gone is None and "moved.jsonl" in why and "every split" in why
