@@ -189,9 +189,8 @@ def build_case(base_path: Path, kind: str, cfg: dict, gpu: bool) -> tuple:
     del sample
     PHASES["train_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    exact = cfg.get("exact_assign") and choice.kind == faiss_index.LARGE_GRAPH
-    groups = int(cfg.get("assign_groups", 0)) if choice.kind == faiss_index.LARGE_GRAPH else 0
-    faiss_index.add_blocks(inner, _blocks(base_path), exact=bool(exact), groups=groups)
+    exact, groups = faiss_index.assignment(choice.kind, cfg)
+    faiss_index.add_blocks(inner, _blocks(base_path), exact=exact, groups=groups)
     PHASES["add_s"] = time.perf_counter() - started
     with tempfile.NamedTemporaryFile(dir=base_path.parent, suffix=".faiss") as tmp:
         faiss_index.save(inner, Path(tmp.name))

@@ -311,6 +311,14 @@ def add_blocks(
                 on_block(len(block))
 
 
+def assignment(kind: str, cfg: dict) -> tuple[bool, int]:
+    """(exact, groups) for `add_blocks`: only the graph kind swaps quantizers to assign (`exact_assign`,
+    `assign_groups`); the flat-quantizer kind assigns exactly by itself and the others have one way."""
+    if kind != LARGE_GRAPH:
+        return False, 0
+    return bool(cfg.get("exact_assign")), int(cfg.get("assign_groups", 0))
+
+
 @contextlib.contextmanager
 def assigning_quantizer(index, groups: int = 0):
     """Within the block the IVF index assigns vectors to lists with another quantizer over its own

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .faiss_index import FAISS_PROBLEM, GPU_PQ_BYTES, GPU_PQ_FLOAT16_ONLY, faiss, require_faiss
+from .faiss_index import FAISS_PROBLEM, GPU_PQ_BYTES, GPU_PQ_FLOAT16_ONLY, LARGE_KINDS, faiss, require_faiss
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +69,7 @@ def placement(kind: str, code_bytes: int, device: torch.device, use_gpu: bool, s
         return Placement(None, False, f"CPU: runtime device {device}, but faiss sees {status.count} GPU(s)", True)
     if kind == "hnsw":
         return Placement(None, False, "CPU: faiss has no GPU HNSW", True)
-    if kind in ("ivf-pq4fs", "ivf-hnsw-pq4fs"):
+    if kind in LARGE_KINDS:
         return Placement(None, False, "CPU: faiss has no GPU fast-scan PQ (nor HNSW coarse quantizer)", True)
     if kind == "ivf-pq":
         if code_bytes not in GPU_PQ_BYTES:

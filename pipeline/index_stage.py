@@ -222,8 +222,7 @@ def _build_faiss(plan: Plan, building: Path, dim: int, device, config: dict, pro
         first, how = 0, "trained" + (f" (k-means on GPU {gpu})" if gpu is not None else "")
     task = progress.add_task("index", total=plan.total - first)
     mean = _RunningMean(plan.previous.record.get("gap") if plan.add_to_index and plan.previous else None, first)
-    graph = plan.choice.kind == faiss_index.LARGE_GRAPH  # the flat-quantizer kind assigns exactly by itself
-    exact, groups = graph and bool(cfg.get("exact_assign")), int(cfg.get("assign_groups", 0)) if graph else 0
+    exact, groups = faiss_index.assignment(plan.choice.kind, cfg)
     blocks = mean.through(store.iter_embeddings(start_row=first))
     faiss_index.add_blocks(index, blocks, lambda n: progress.advance(task, n), exact, groups)
     faiss_index.save(index, building / "videos.faiss")
